@@ -1,0 +1,14 @@
+"""Models: small torch networks and their functional (parameters-as-dict) view."""
+
+from veil.models.functional import FunctionalModel, cross_entropy_and_accuracy
+from veil.models.zoo import MODELS, build_model, logistic_regression, mlp, small_cnn
+
+__all__ = [
+    "MODELS",
+    "FunctionalModel",
+    "build_model",
+    "cross_entropy_and_accuracy",
+    "logistic_regression",
+    "mlp",
+    "small_cnn",
+]

@@ -1,0 +1,51 @@
+"""Parameters as plain dictionaries of tensors, and the few tree operations veil needs.
+
+A model's parameters are ``Params = dict[str, Tensor]``; a batch of clients stacks them on a
+leading axis, so ``stacked["0.weight"][c]`` is client ``c``'s weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+
+def tree_map(fn: Callable[..., Tensor], tree: Params, *rest: Params) -> Params:
+    """Apply ``fn`` leaf-wise to one or more trees with the same keys."""
+    return {k: fn(v, *(r[k] for r in rest)) for k, v in tree.items()}
+
+
+def stack(trees: Sequence[Params]) -> Params:
+    """Stack per-client trees on a new leading axis."""
+    return {k: torch.stack([t[k] for t in trees]) for k in trees[0]}
+
+
+def unstack(stacked: Params) -> list[Params]:
+    """Inverse of `stack`: one tree per index of the leading axis."""
+    n = next(iter(stacked.values())).shape[0]
+    return [{k: v[i] for k, v in stacked.items()} for i in range(n)]
+
+
+def broadcast(tree: Params, n: int) -> Params:
+    """``n`` independent (contiguous) copies of ``tree`` stacked on a leading axis."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in tree.items()}
+
+
+def weighted_sum(stacked: Params, weights: Tensor) -> Params:
+    """Σ_c w_c · x_c over the leading axis (``weights`` has shape ``[C]``)."""
+    return {k: torch.tensordot(weights.to(v.dtype), v, dims=1) for k, v in stacked.items()}
+
+
+def global_l2_norm(stacked: Params) -> Tensor:
+    """Per-client L2 norm over all leaves of a stacked tree: shape ``[C]``."""
+    squares = [v.reshape(v.shape[0], -1).pow(2).sum(1) for v in stacked.values()]
+    return torch.stack(squares).sum(0).sqrt()
+
+
+def num_parameters(tree: Params) -> int:
+    """Total number of scalars in an (unstacked) tree."""
+    return sum(v.numel() for v in tree.values())

@@ -1,0 +1,40 @@
+"""Where randomness comes from.
+
+Two kinds, never mixed: *data/model* randomness (initialisation, partitioning, client sampling,
+batch order) follows the user's seed for reproducibility; *privacy noise* comes from a generator
+seeded from the operating system's cryptographic source (``os.urandom`` via ``secrets``), so that
+knowing the config never reveals the noise. Fixing the noise seed is for tests only and must be
+asked for by name (``noise_seed_for_testing``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+
+import numpy as np
+import torch
+
+
+class InsecureNoiseWarning(UserWarning):
+    """Privacy noise was seeded deterministically: the DP guarantee does not hold."""
+
+
+def noise_generator(seed_for_testing: int | None = None, stream: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` for privacy noise, seeded with 63 bits from ``secrets``.
+
+    ``seed_for_testing`` makes it reproducible (stream ``stream`` of that seed) and warns loudly:
+    anyone who knows the seed can subtract the noise.
+    """
+    generator = torch.Generator()
+    if seed_for_testing is None:
+        generator.manual_seed(secrets.randbits(63))
+        return generator
+    warnings.warn(
+        "privacy noise is seeded from noise_seed_for_testing: reproducible but NOT private",
+        InsecureNoiseWarning,
+        stacklevel=2,
+    )
+    state = np.random.SeedSequence([seed_for_testing, stream]).generate_state(1, np.uint64)[0]
+    generator.manual_seed(int(state) >> 1)
+    return generator

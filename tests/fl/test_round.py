@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from veil.errors import PrivacyBudgetExceeded
+from veil.fl import (
+    ClientUpdates,
+    FixedCountSampler,
+    Link,
+    LocalTraining,
+    PoissonSampler,
+    RoundPlan,
+    fedavg,
+    identity,
+    init_server_state,
+    run_round,
+    weighted_mean,
+)
+
+
+class FakeTransport:
+    """Client c's update is (c + 1) times a vector of ones; its weight is c + 1."""
+
+    num_clients = 6
+
+    def __init__(self):
+        self.calls = []
+
+    def collect(self, params, client_ids, round_index, local, encoder, encoder_state, key):
+        self.calls.append((client_ids.tolist(), round_index))
+        scale = torch.as_tensor(client_ids + 1.0, dtype=torch.float32)
+        deltas = {"w": scale[:, None] * torch.ones(len(client_ids), 2)}
+        updates = ClientUpdates(deltas, scale, torch.as_tensor(client_ids))
+        updates, encoder_state, events = encoder.apply(updates, encoder_state, key)
+        return updates, encoder_state, events, torch.ones(len(client_ids))
+
+
+def plan(sampler=None, encoder=None, aggregator=None):
+    local = LocalTraining(lr=0.1, batch_size=1, steps=1)
+    return RoundPlan(
+        sampler or FixedCountSampler(3),
+        local,
+        encoder or identity(),
+        aggregator or weighted_mean(),
+        fedavg(),
+        seed=4,
+    )
+
+
+def event_link(name: str) -> Link:
+    return Link(lambda params: None, lambda value, state, key: (value, state, [name]))
+
+
+class ListLedger:
+    def __init__(self, refuse=False):
+        self.records, self.refuse = [], refuse
+
+    def record(self, round_index, events):
+        if self.refuse:
+            raise PrivacyBudgetExceeded("budget spent")
+        self.records.append((round_index, events))
+
+
+def test_round_applies_weighted_fedavg_and_counts_rounds():
+    p = plan()
+    state = init_server_state({"w": torch.zeros(2)}, p)
+    transport = FakeTransport()
+    state, metrics = run_round(state, p, transport)
+    ids = metrics.client_ids
+    expected = ((ids + 1.0) ** 2).sum() / (ids + 1.0).sum()
+    assert torch.allclose(state.params["w"], torch.full((2,), float(expected)))
+    assert state.round_index == 1 and metrics.round_index == 1 and len(ids) == 3
+    assert transport.calls == [(ids.tolist(), 1)] and metrics.train_loss == 1.0
+
+
+def test_sampling_is_reproducible_per_seed_and_round():
+    p = plan()
+    state = init_server_state({"w": torch.zeros(2)}, p)
+    a = run_round(state, p, FakeTransport())[1].client_ids
+    b = run_round(state, p, FakeTransport())[1].client_ids
+    assert np.array_equal(a, b)
+
+
+def test_events_reach_the_ledger_in_chain_order():
+    p = plan(encoder=event_link("client-noise"), aggregator=_chain_with_event())
+    ledger = ListLedger()
+    state = init_server_state({"w": torch.zeros(2)}, p)
+    _, metrics = run_round(state, p, FakeTransport(), ledger)
+    assert ledger.records == [(1, ["client-noise", "server-noise"])]
+    assert metrics.events == ["client-noise", "server-noise"]
+
+
+def test_a_refused_release_returns_no_new_model():
+    p = plan(aggregator=_chain_with_event())
+    state = init_server_state({"w": torch.zeros(2)}, p)
+    with pytest.raises(PrivacyBudgetExceeded):
+        run_round(state, p, FakeTransport(), ListLedger(refuse=True))
+    assert state.params["w"].eq(0).all() and state.round_index == 0
+
+
+def test_empty_poisson_round_keeps_the_model():
+    p = plan(sampler=PoissonSampler(1e-9))
+    state = init_server_state({"w": torch.ones(2)}, p)
+    transport = FakeTransport()
+    new_state, metrics = run_round(state, p, transport)
+    assert len(metrics.client_ids) == 0 and metrics.train_loss is None
+    assert new_state.round_index == 1 and torch.equal(new_state.params["w"], torch.ones(2))
+    assert transport.calls == []
+
+
+def _chain_with_event():
+    from veil.fl import chain
+
+    return chain(weighted_mean(), event_link("server-noise"))

@@ -1,0 +1,75 @@
+"""The vectorized engines reach the same client models as a plain per-client SGD loop."""
+
+import numpy as np
+import pytest
+import torch
+
+from veil.fl.local import LocalTraining
+from veil.models import build_model
+from veil.runtime import fused
+from veil.runtime.sequential import train_sequential
+from veil.runtime.vectorized import train_vectorized
+
+PLANS = [
+    LocalTraining(lr=0.1, batch_size=8, epochs=2, prox_mu=0.3),
+    LocalTraining(lr=0.2, batch_size=16, steps=7),
+]
+
+
+def run(engine, module, pool, plan):
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    index, mask = pool.schedules(np.arange(12), round_index=1, seed=3, plan=plan)
+    return engine(module, params, pool.x, pool.y, index, mask, plan)
+
+
+def assert_close(a, b, tol=1e-5):
+    deltas_a, loss_a = a
+    deltas_b, loss_b = b
+    assert deltas_a.keys() == deltas_b.keys()
+    for k in deltas_a:
+        assert torch.allclose(deltas_a[k], deltas_b[k], atol=tol), k
+    assert torch.allclose(loss_a, loss_b, atol=tol)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize(
+    "model",
+    [
+        ("logistic", {}),
+        ("mlp", {"hidden": [8, 5], "activation": "tanh"}),
+        ("mlp", {"activation": "sigmoid"}),
+    ],
+)
+def test_fused_and_vmap_match_the_loop(uneven_pool, plan, model):
+    torch.manual_seed(0)
+    module = build_model(model[0], (1, 6, 6), 3, **model[1])
+    reference = run(train_sequential, module, uneven_pool, plan)
+    assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
+    assert fused.supports(module)
+    assert_close(run(fused.train_fused, module, uneven_pool, plan), reference)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_vmap_matches_the_loop_on_a_cnn(uneven_pool, plan):
+    torch.manual_seed(0)
+    module = build_model("cnn", (1, 6, 6), 3, channels=4)
+    assert not fused.supports(module)
+    reference = run(train_sequential, module, uneven_pool, plan)
+    assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
+
+
+def test_training_actually_moves_the_model(uneven_pool):
+    module = build_model("logistic", (1, 6, 6), 3)
+    deltas, losses = run(fused.train_fused, module, uneven_pool, PLANS[1])
+    assert all(d.abs().sum(dim=tuple(range(1, d.dim()))).min() > 0 for d in deltas.values())
+    assert (losses > 0).all()
+
+
+def test_fused_supports_only_linear_stacks():
+    nn = torch.nn
+    assert fused.supports(nn.Sequential(nn.Linear(3, 2)))
+    assert not fused.supports(nn.Sequential(nn.Linear(3, 2), nn.ReLU()))  # must end in Linear
+    assert not fused.supports(nn.Sequential(nn.Linear(3, 3), nn.GELU(), nn.Linear(3, 2)))
+    assert not fused.supports(nn.Sequential(nn.Flatten(2), nn.Linear(3, 2)))
+    assert not fused.supports(nn.Linear(3, 2))
+    assert not fused.supports(nn.Sequential())
