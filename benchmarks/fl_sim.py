@@ -5,7 +5,7 @@ each sampled client runs 5 local SGD steps at batch 10 (lr 0.05); 100 clients pe
 
 Contenders, timed in this one process on the same data, model and batch order:
 
-- ``veil``: the vectorized simulator (``runtime.engine: auto`` → the fused engine for this MLP);
+- ``veil``: the vectorized simulator (``runtime.engine: auto`` → the low-rank engine for this MLP);
 - ``veil_vmap``: the same simulator forced to its generic ``torch.func.vmap(grad)`` engine;
 - ``loop``: a plain sequential per-client torch loop (``torch.optim.SGD``, one client at a time);
 - ``peer``: Flower 1.41's simulation engine (Ray backend) at its best setting on this machine,
@@ -110,7 +110,7 @@ def time_veil(w: Workload, engine: str, rounds: int, device: str = "cpu") -> dic
         seconds.append(time.perf_counter() - begin)
     steady = seconds[1:] or seconds
     return {
-        "engine": transport.engine,
+        "engine": transport.last_engine,
         "device": device,
         "threads": torch.get_num_threads(),
         "client_updates_per_s": w.clients_per_round * len(steady) / sum(steady),
@@ -185,18 +185,6 @@ def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> di
     w = Workload()
     rounds = {"veil": 6 if quick else 21, "loop": 2 if quick else 4, "flower": 3 if quick else 5}
 
-    log("agreement: one round on clients 0-9 from the same start")
-    small = replace(w, num_clients=10, clients_per_round=10)
-    ids = np.arange(10)
-    reference = veil_one_round(small, "sequential", ids)
-    _, flower_params = time_flower(small, rounds=1, sample_all=True)
-    agreement = {
-        "veil": max_difference(veil_one_round(small, "auto", ids), reference),
-        "veil_vmap": max_difference(veil_one_round(small, "vmap", ids), reference),
-        "flower": max_difference(flower_params, reference),
-    }
-    log(f"agreement (max |Δ| vs loop): {agreement}")
-
     log(f"veil: {rounds['veil']} rounds")
     veil = time_veil(w, "auto", rounds["veil"])
     log(f"veil vmap engine: {rounds['veil']} rounds")
@@ -205,6 +193,18 @@ def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> di
     loop = time_veil(w, "sequential", rounds["loop"])
     log(f"flower: {rounds['flower']} rounds")
     peer, _ = time_flower(w, rounds["flower"])
+
+    log("agreement: one round on clients 0-9 from the same start")
+    small = replace(w, num_clients=10, clients_per_round=10)
+    ids = np.arange(10)
+    reference = veil_one_round(small, "sequential", ids)
+    _, flower_params = time_flower(small, rounds=1, sample_all=True)
+    agreement = {
+        engine: max_difference(veil_one_round(small, engine, ids), reference)
+        for engine in ("lowrank", "fused", "vmap")
+    }
+    agreement["flower"] = max_difference(flower_params, reference)
+    log(f"agreement (max |Δ| vs loop): {agreement}")
 
     result = {
         "workload": "fl-sim",

@@ -211,7 +211,7 @@ def run_experiment(
         "delta": None,
         "claim": privacy_claim(config, len(experiment.data.clients)),
         "seconds": time.perf_counter() - started,
-        "engine": experiment.transport.engine,
+        "engine": experiment.transport.last_engine,
         "device": str(experiment.transport.pool.x.device),
     }
     if out is not None:

@@ -7,6 +7,7 @@ stray top-level ``benchmarks`` package that would shadow it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -42,6 +43,15 @@ def _add_client_id_trainer():
         return {k: v + (client_id + 1) for k, v in params.items()}, client_id + 1
 
     return train
+
+
+def _logged_add_client_id_trainer(log_dir: str):
+    """Like ``_add_client_id_trainer``, but records each factory call (one file per call)."""
+    import os
+    import uuid
+
+    Path(log_dir, f"{os.getpid()}-{uuid.uuid4().hex}").touch()
+    return _add_client_id_trainer()
 
 
 def _failing_trainer():
@@ -109,11 +119,11 @@ def test_one_round_all_clients_is_the_example_weighted_mean():
 
 
 @pytest.mark.slow
-def test_two_rounds_keep_names_order_and_shapes():
+def test_two_rounds_keep_names_order_and_shapes(tmp_path):
     initial = {"z": np.array([0.0, 1.0, -2.0]), "a": np.zeros((2, 2), dtype=np.float32)}
     run = fp.run_flower(
         initial_params=initial,
-        trainer_factory=_add_client_id_trainer,
+        trainer_factory=functools.partial(_logged_add_client_id_trainer, str(tmp_path)),
         num_clients=4,
         clients_per_round=4,
         rounds=2,
@@ -127,6 +137,10 @@ def test_two_rounds_keep_names_order_and_shapes():
     assert run.final_params["a"].shape == (2, 2)
     assert run.clients_per_round_trained == [4, 4]
     _assert_sane_timings(run, rounds=2)
+    # The factory ran once per actor process, not once per client or round.
+    pids = [f.name.split("-")[0] for f in tmp_path.iterdir()]
+    assert 1 <= len(pids) <= run.num_actors
+    assert len(set(pids)) == len(pids)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import torch
 from veil.fl.local import LocalTraining
 from veil.models import build_model
 from veil.runtime import fused
+from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
 from veil.runtime.sequential import train_sequential
 from veil.runtime.vectorized import train_vectorized
 
@@ -47,6 +48,7 @@ def test_fused_and_vmap_match_the_loop(uneven_pool, plan, model):
     assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
     assert fused.supports(module)
     assert_close(run(fused.train_fused, module, uneven_pool, plan), reference)
+    assert_close(run(train_lowrank, module, uneven_pool, plan), reference)
 
 
 @pytest.mark.parametrize("plan", PLANS)
@@ -58,11 +60,26 @@ def test_vmap_matches_the_loop_on_a_cnn(uneven_pool, plan):
     assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
 
 
-def test_training_actually_moves_the_model(uneven_pool):
+@pytest.mark.parametrize("engine", [fused.train_fused, train_lowrank, train_vectorized])
+def test_training_actually_moves_the_model(uneven_pool, engine):
     module = build_model("logistic", (1, 6, 6), 3)
-    deltas, losses = run(fused.train_fused, module, uneven_pool, PLANS[1])
+    deltas, losses = run(engine, module, uneven_pool, PLANS[1])
     assert all(d.abs().sum(dim=tuple(range(1, d.dim()))).min() > 0 for d in deltas.values())
     assert (losses > 0).all()
+
+
+def test_lowrank_handles_a_model_without_biases(uneven_pool):
+    nn = torch.nn
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Flatten(), nn.Linear(36, 8, bias=False), nn.ReLU(), nn.Linear(8, 3))
+    reference = run(train_sequential, module, uneven_pool, PLANS[0])
+    assert_close(run(train_lowrank, module, uneven_pool, PLANS[0]), reference)
+
+
+def test_lowrank_cost_model_prefers_few_short_steps():
+    wide = build_model("mlp", (784,), 10, hidden=[100])
+    assert dense_to_lowrank_cost(wide, steps=5, batch_size=10) < 1
+    assert dense_to_lowrank_cost(wide, steps=100, batch_size=32) > 1
 
 
 def test_fused_supports_only_linear_stacks():

@@ -17,7 +17,7 @@ from veil.fl import (
 )
 from veil.models import build_model
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device, resolve_engine
-from veil.runtime.sim import default_chunk_size
+from veil.runtime.sim import choose_engine, default_chunk_size
 
 
 def train_rounds(module, pool, engine, chunk_size, rounds=3):
@@ -36,7 +36,10 @@ def train_rounds(module, pool, engine, chunk_size, rounds=3):
     return state.params, metrics
 
 
-@pytest.mark.parametrize(("engine", "chunk_size"), [("vmap", 3), ("fused", 5), ("vmap", None)])
+@pytest.mark.parametrize(
+    ("engine", "chunk_size"),
+    [("vmap", 3), ("fused", 5), ("lowrank", 3), ("auto", None), ("vmap", None)],
+)
 def test_vectorized_global_model_equals_sequential_loop(uneven_pool, engine, chunk_size):
     torch.manual_seed(0)
     module = build_model("mlp", (1, 6, 6), 3, hidden=[10])
@@ -58,17 +61,18 @@ def test_collect_weights_clients_by_their_rows(uneven_pool):
     )
     assert updates.weights.tolist() == uneven_pool.sizes[[1, 4]].tolist()
     assert updates.client_ids.tolist() == [1, 4] and events == [] and losses.shape == (2,)
-    assert transport.engine == "fused"
+    assert transport.engine == "auto" and transport.last_engine == "lowrank"
 
 
 def test_engine_and_device_resolution():
     nn = torch.nn
-    assert resolve_engine("auto", nn.Sequential(nn.Linear(2, 2))) == "fused"
+    assert resolve_engine("auto", nn.Sequential(nn.Linear(2, 2))) == "auto"
     assert resolve_engine("auto", nn.Sequential(nn.Conv2d(1, 1, 1))) == "vmap"
     with pytest.raises(ConfigError, match=r"runtime\.engine must be one of"):
         resolve_engine("jax", nn.Sequential(nn.Linear(2, 2)))
-    with pytest.raises(ConfigError, match="'fused' needs a Sequential of Linear"):
-        resolve_engine("fused", nn.Sequential(nn.Conv2d(1, 1, 1)))
+    for engine in ("fused", "lowrank"):
+        with pytest.raises(ConfigError, match=f"'{engine}' needs a Sequential of Linear"):
+            resolve_engine(engine, nn.Sequential(nn.Conv2d(1, 1, 1)))
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ConfigError, match=r"runtime\.device must be"):
         resolve_device("tpu")
@@ -78,11 +82,22 @@ def test_engine_and_device_resolution():
             resolve_device("cuda")
 
 
+def test_auto_engine_follows_the_cost_model():
+    module = build_model("mlp", (784,), 10, hidden=[100])
+    assert choose_engine("auto", module, steps=5, batch_size=10) == "lowrank"
+    assert choose_engine("auto", module, steps=200, batch_size=32) == "fused"
+    assert choose_engine("vmap", module, steps=5, batch_size=10) == "vmap"
+
+
 def test_default_chunk_size_bounds_chunk_memory():
-    params = {"w": torch.zeros(784, 100)}
-    chunk = default_chunk_size(params, torch.device("cpu"))
-    assert chunk >= 1 and chunk * 784 * 100 * 4 <= 8 * 2**20
-    assert default_chunk_size({"w": torch.zeros(10**8)}, torch.device("cpu")) == 1
+    cpu = torch.device("cpu")
+    module = torch.nn.Sequential(torch.nn.Linear(784, 100))
+    chunk = default_chunk_size("fused", module, rows=50, device=cpu)
+    assert chunk >= 1 and chunk * 78500 * 4 <= 8 * 2**20 < (chunk + 1) * 78500 * 4
+    chunk = default_chunk_size("lowrank", module, rows=50, device=cpu)
+    assert chunk * 50 * 884 * 4 <= 64 * 2**20 < (chunk + 1) * 50 * 884 * 4
+    huge = torch.nn.Sequential(torch.nn.Linear(10**4, 10**4))
+    assert default_chunk_size("vmap", huge, rows=50, device=cpu) == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -42,6 +42,11 @@ def supports(module: nn.Module) -> bool:
     )
 
 
+def linear_layers(module: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The named Linear layers of a Sequential, in order."""
+    return [(name, m) for name, m in module.named_children() if isinstance(m, nn.Linear)]
+
+
 def train_fused(
     module: nn.Module,
     global_params: Params,

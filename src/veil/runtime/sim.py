@@ -4,11 +4,15 @@
 client encoder chain on the stacked updates, and hands a `ClientUpdates` batch to the server.
 Engines, all with the same signature and the same results (to float rounding):
 
-- ``fused``: in-place batched SGD for Linear stacks (`veil.runtime.fused`), fastest on CPU;
+- ``lowrank``: Linear stacks trained against the shared global weights plus per-client low-rank
+  corrections (`veil.runtime.lowrank`), fastest for a few short local steps;
+- ``fused``: in-place batched SGD with per-client weight copies for Linear stacks
+  (`veil.runtime.fused`), fastest for many local steps;
 - ``vmap``: ``torch.func.vmap(grad(...))`` for any vmappable model (`veil.runtime.vectorized`);
 - ``sequential``: a plain per-client ``torch.optim.SGD`` loop (`veil.runtime.sequential`).
 
-``auto`` picks ``fused`` when the model allows it, else ``vmap``.
+``auto`` picks, each round, ``lowrank`` or ``fused`` (by their arithmetic for that round's step
+count) when the model is a Linear stack, else ``vmap``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from torch import Tensor, nn
 from veil.errors import ConfigError
 from veil.fl.links import ClientUpdates, Events, Link
 from veil.fl.local import LocalTraining
-from veil.params import Params, num_parameters
+from veil.params import Params
 from veil.runtime import fused
+from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
 from veil.runtime.pool import ClientPool
 from veil.runtime.sequential import train_sequential
 from veil.runtime.vectorized import train_vectorized
@@ -34,12 +39,17 @@ Engine = Callable[
     [nn.Module, Params, Tensor, Tensor, Tensor, Tensor, LocalTraining], tuple[Params, Tensor]
 ]
 ENGINES: dict[str, Engine] = {
+    "lowrank": train_lowrank,
     "fused": fused.train_fused,
     "vmap": train_vectorized,
     "sequential": train_sequential,
 }
-CHUNK_BYTES_CPU = 8 * 2**20  # keep a chunk's parameters around the size of the last-level cache
-CHUNK_BYTES_GPU = 2 * 2**30
+# Working memory of one chunk of clients: per-client weight copies (fused, vmap, sequential) or
+# low-rank factors (lowrank). On a CPU, weight copies should stay near the last-level cache.
+CHUNK_BYTES = {
+    "cpu": {"weights": 8 * 2**20, "factors": 64 * 2**20},
+    "cuda": {"weights": 2 * 2**30, "factors": 2 * 2**30},
+}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -56,25 +66,43 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_engine(engine: str, module: nn.Module) -> str:
-    """Validate ``engine`` for ``module``; ``"auto"`` → ``fused`` when supported, else ``vmap``."""
+    """Validate ``engine`` for ``module``; ``"auto"`` stays ``auto`` for Linear stacks (chosen per
+    round by `choose_engine`) and becomes ``vmap`` otherwise."""
     if engine == "auto":
-        return "fused" if fused.supports(module) else "vmap"
+        return "auto" if fused.supports(module) else "vmap"
     if engine not in ENGINES:
         raise ConfigError(
             f"runtime.engine must be one of ['auto', *{list(ENGINES)}] (got {engine!r})"
         )
-    if engine == "fused" and not fused.supports(module):
+    if engine in ("fused", "lowrank") and not fused.supports(module):
         raise ConfigError(
-            "runtime.engine 'fused' needs a Sequential of Linear layers and ReLU/Tanh/Sigmoid; "
+            f"runtime.engine {engine!r} needs a Sequential of Linear layers and ReLU/Tanh/Sigmoid; "
             "use 'auto' or 'vmap' for this model"
         )
     return engine
 
 
-def default_chunk_size(params: Params, device: torch.device) -> int:
-    """Clients per chunk so a chunk's parameters fit the cache (CPU) or a memory budget (GPU)."""
-    budget = CHUNK_BYTES_GPU if device.type == "cuda" else CHUNK_BYTES_CPU
-    return int(np.clip(budget // (4 * num_parameters(params)), 1, 16384))
+def choose_engine(engine: str, module: nn.Module, steps: int, batch_size: int) -> str:
+    """The engine for a round: ``auto`` → ``lowrank`` when its arithmetic is lower, else ``fused``."""
+    if engine != "auto":
+        return engine
+    return "lowrank" if dense_to_lowrank_cost(module, steps, batch_size) < 1 else "fused"
+
+
+def default_chunk_size(engine: str, module: nn.Module, rows: int, device: torch.device) -> int:
+    """Clients per chunk so a chunk's working memory stays within the device's budget.
+
+    ``rows`` is the number of batch slots per client in the round (steps × batch size).
+    """
+    budgets = CHUNK_BYTES["cuda" if device.type == "cuda" else "cpu"]
+    if engine == "lowrank":
+        widths = sum(
+            layer.in_features + layer.out_features for _, layer in fused.linear_layers(module)
+        )
+        per_client, budget = 4 * rows * widths, budgets["factors"]
+    else:
+        per_client, budget = 4 * sum(p.numel() for p in module.parameters()), budgets["weights"]
+    return int(np.clip(budget // per_client, 1, 16384))
 
 
 @dataclass
@@ -90,6 +118,7 @@ class SimulatedTransport:
     def __post_init__(self) -> None:
         self.module = self.module.to(self.pool.x.device)
         self.engine = resolve_engine(self.engine, self.module)
+        self.last_engine = self.engine  # the engine the latest round actually used
 
     @property
     def num_clients(self) -> int:
@@ -109,16 +138,23 @@ class SimulatedTransport:
         state, DP events and each client's mean training loss."""
         device = self.pool.x.device
         params = {k: v.to(device) for k, v in params.items()}
-        chunk = self.chunk_size or default_chunk_size(params, device)
-        train = ENGINES[self.engine]
+        index, mask = self.pool.schedules(client_ids, round_index, self.seed, local)
+        self.last_engine = choose_engine(self.engine, self.module, index.shape[1], local.batch_size)
+        chunk = self.chunk_size or default_chunk_size(
+            self.last_engine, self.module, index[0].numel(), device
+        )
+        train = ENGINES[self.last_engine]
         parts, losses = [], []
         for start in range(0, len(client_ids), chunk):
-            ids = client_ids[start : start + chunk]
-            index, mask = self.pool.schedules(ids, round_index, self.seed, local)
-            deltas, loss = train(self.module, params, self.pool.x, self.pool.y, index, mask, local)
+            part = slice(start, start + chunk)
+            deltas, loss = train(
+                self.module, params, self.pool.x, self.pool.y, index[part], mask[part], local
+            )
             parts.append(deltas)
             losses.append(loss)
-        deltas = {k: torch.cat([p[k] for p in parts]) for k in params}
+        deltas = (
+            parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in params}
+        )
         weights = torch.as_tensor(self.pool.sizes[client_ids], dtype=torch.float32, device=device)
         ids = torch.as_tensor(client_ids, device=device)
         updates, encoder_state, events = encoder.apply(
