@@ -2,7 +2,7 @@
 
 After ``s`` SGD steps a client's Linear weight is the shared global weight plus a low-rank term,
 
-    W_s = W_0 + D_s,    D_s = Σ_{t<s} κ_{s,t} δ_tᵀ a_t,    κ_{s,t} = -η Π_{t<u<s} (1 - ημ·1[u active])
+    W_s = W_0 + D_s,   D_s = Σ_{t<s} κ_{s,t} δ_tᵀ a_t,   κ_{s,t} = -η Π_{t<u<s} (1 - ημ·1[u active])
 
 (a_t the layer input and δ_t the loss gradient at its output in step t, η the learning rate and
 μ the FedProx weight). So the forward pass ``a_s W_sᵀ = a_s W_0ᵀ + (a_s U_sᵀ) V_s`` is one GEMM
@@ -27,7 +27,6 @@ from torch.nn import functional as F
 from veil.fl.local import LocalTraining
 from veil.params import Params
 from veil.runtime.fused import ACTIVATION_GRADIENTS, linear_layers
-
 
 # Cost, in multiply-adds, of streaming one per-client weight through memory once per step (read
 # and write) in the dense engines; a loose calibration on 2-core CPUs with ~5 GB/s of copy speed.

@@ -83,7 +83,7 @@ def resolve_engine(engine: str, module: nn.Module) -> str:
 
 
 def choose_engine(engine: str, module: nn.Module, steps: int, batch_size: int) -> str:
-    """The engine for a round: ``auto`` → ``lowrank`` when its arithmetic is lower, else ``fused``."""
+    """The engine for a round: ``auto`` → ``lowrank`` when estimated cheaper, else ``fused``."""
     if engine != "auto":
         return engine
     return "lowrank" if dense_to_lowrank_cost(module, steps, batch_size) < 1 else "fused"
