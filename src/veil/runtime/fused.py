@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from veil.fl.local import LocalTraining
 from veil.params import Params
+from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
 
 ACTIVATION_GRADIENTS = {
     nn.ReLU: lambda out: (out > 0).to(out.dtype),
@@ -63,10 +63,8 @@ def train_fused(
     lr, mu = plan.lr, plan.prox_mu
     loss_sum = torch.zeros(clients, device=x.device)
     for s in range(index.shape[1]):
-        rows, weight = index[:, s], mask[:, s]
-        count = weight.sum(1)
-        weight = weight / count.clamp_min(1.0).unsqueeze(1)  # masked-mean weights [C, B]
-        active = (count > 0).to(x.dtype)
+        rows = index[:, s]
+        weights, active = step_weights(mask[:, s])
         a = x[rows].reshape(clients, rows.shape[1], -1)
         saved = []  # (layer, input activation or output of the activation)
         for name, layer in layers:
@@ -82,11 +80,8 @@ def train_fused(
             else:
                 a = layer(a)
                 saved.append((name, layer, a))
-        log_probs = F.log_softmax(a, dim=2)
-        target = y[rows].unsqueeze(2)
-        loss_sum -= (log_probs.gather(2, target).squeeze(2) * weight).sum(1)
-        delta = log_probs.exp_().scatter_add_(2, target, torch.full_like(log_probs[..., :1], -1.0))
-        delta.mul_(weight.unsqueeze(2))
+        loss, delta = cross_entropy_gradient(a, y[rows], weights)
+        loss_sum += loss
         for position in range(len(saved) - 1, -1, -1):
             name, layer, value = saved[position]
             if not isinstance(layer, nn.Linear):
@@ -100,9 +95,8 @@ def train_fused(
                 _proximal_step(params, global_params, f"{name}.bias", lr * mu, active)
                 params[f"{name}.bias"].sub_(delta.sum(1), alpha=lr)
             delta = upstream
-    steps_taken = (mask.sum(2) > 0).sum(1).clamp_min(1)
     deltas = {k: v.sub_(global_params[k]) for k, v in params.items()}
-    return deltas, loss_sum / steps_taken
+    return deltas, mean_over_active_steps(loss_sum, mask)
 
 
 def _proximal_step(params: Params, anchors: Params, key: str, rate: float, active: Tensor) -> None:

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from veil.fl.local import LocalTraining
 from veil.params import Params
 from veil.runtime.fused import ACTIVATION_GRADIENTS, linear_layers
+from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
 
 # Cost, in multiply-adds, of streaming one per-client weight through memory once per step (read
 # and write) in the dense engines; a loose calibration on 2-core CPUs with ~5 GB/s of copy speed.
@@ -121,21 +121,16 @@ def train_lowrank(
         first.gram = torch.bmm(first.inputs, first.inputs.transpose(1, 2))
     loss_sum = x.new_zeros(clients)
     for s in range(steps):
-        rows, weight = index[:, s], mask[:, s]
-        count = weight.sum(1)
-        weight = weight / count.clamp_min(1.0).unsqueeze(1)
-        active = (count > 0).to(x.dtype)
+        rows = index[:, s]
+        weights, active = step_weights(mask[:, s])
         seen, now = slice(0, s * batch), slice(s * batch, (s + 1) * batch)
         a = first.inputs[:, now] if first is not None else x[rows].reshape(clients, batch, -1)
         outputs = []
         for name, layer in layers:
             a = factors[name].forward(a, now, seen) if name in factors else layer(a)
             outputs.append(a)
-        log_probs = F.log_softmax(a, dim=2)
-        target = y[rows].unsqueeze(2)
-        loss_sum -= (log_probs.gather(2, target).squeeze(2) * weight).sum(1)
-        delta = log_probs.exp_().scatter_add_(2, target, torch.full_like(log_probs[..., :1], -1.0))
-        delta.mul_(weight.unsqueeze(2))
+        loss, delta = cross_entropy_gradient(a, y[rows], weights)
+        loss_sum += loss
         for position in range(len(layers) - 1, -1, -1):
             name, layer = layers[position]
             if name not in factors:
@@ -153,8 +148,7 @@ def train_lowrank(
         deltas[f"{name}.weight"] = torch.bmm(linear.grads.transpose(1, 2), linear.inputs)
         if linear.bias is not None:
             deltas[f"{name}.bias"] = linear.bias - global_params[f"{name}.bias"]
-    steps_taken = (mask.sum(2) > 0).sum(1).clamp_min(1)
-    return {k: deltas[k] for k in global_params}, loss_sum / steps_taken
+    return {k: deltas[k] for k in global_params}, mean_over_active_steps(loss_sum, mask)
 
 
 def _factors(

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from veil.fl.local import LocalTraining
 from veil.params import Params, broadcast
+from veil.runtime.steps import mean_over_active_steps
 
 
 def train_vectorized(
@@ -49,6 +50,5 @@ def train_vectorized(
         grads, (_, loss) = step(params, x[rows], y[rows], mask[:, s])
         torch._foreach_add_([params[k] for k in names], [grads[k] for k in names], alpha=-plan.lr)
         loss_sum += loss
-    steps_taken = (mask.sum(2) > 0).sum(1).clamp_min(1)
     deltas = {k: params[k] - global_params[k] for k in names}
-    return deltas, loss_sum / steps_taken
+    return deltas, mean_over_active_steps(loss_sum, mask)
