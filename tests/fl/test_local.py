@@ -1,10 +1,18 @@
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veil.errors import ConfigError
-from veil.fl.local import PAD, LocalTraining, batch_schedule, batch_schedules, splitmix64
+from veil.fl.local import (
+    PAD,
+    LocalTraining,
+    batch_schedule,
+    batch_schedules,
+    int64_bits,
+    splitmix64,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -59,25 +67,16 @@ def test_shuffles_look_uniform():
     """Each row lands in each position about equally often over many clients (chi-square-ish)."""
     plan = LocalTraining(lr=0.1, batch_size=5, epochs=1)
     first_slot = batch_schedules(np.full(5000, 5), np.arange(5000), 1, 0, plan)[:, 0, 0]
-    counts = np.bincount(first_slot, minlength=5)
+    counts = np.bincount(first_slot.numpy(), minlength=5)
     assert counts.min() > 900 and counts.max() < 1100
 
 
 def test_splitmix64_known_answer():
-    """First outputs of SplitMix64 seeded with 0 (reference: Vigna's splitmix64.c)."""
-    state = np.uint64(0)
-    outputs = []
-    for i in range(1, 3):
-        outputs.append(
-            int(
-                splitmix64(
-                    np.array(
-                        [state + np.uint64(0x9E3779B97F4A7C15) * np.uint64(i - 1)], dtype=np.uint64
-                    )
-                )[0]
-            )
-        )
-    assert outputs == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4]
+    """First outputs of SplitMix64 seeded with 0 (Vigna's splitmix64.c); input k·γ → output k+1."""
+    gamma = 0x9E3779B97F4A7C15
+    states = torch.tensor([int64_bits(k * gamma) for k in range(3)])
+    expected = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    assert [int(v) & (2**64 - 1) for v in splitmix64(states)] == expected
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+import torch
+from torch import Tensor
 
 from veil.errors import ConfigError, check
 
@@ -50,82 +51,101 @@ class LocalTraining:
             f"client.local_epochs must be >= 1 (got {self.epochs})",
         )
 
-    def num_steps(self, num_rows: np.ndarray | int) -> np.ndarray | int:
-        """Number of SGD steps a client with ``num_rows`` rows takes (element-wise)."""
+    def num_steps(self, num_rows: Tensor | int) -> Tensor | int:
+        """Number of SGD steps a client with ``num_rows`` rows takes (element-wise on tensors)."""
         if self.steps is not None:
-            return np.zeros_like(num_rows) + self.steps
-        return self.epochs * -(-np.asarray(num_rows) // self.batch_size)
+            return num_rows * 0 + self.steps
+        return self.epochs * -(-num_rows // self.batch_size)
 
 
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The SplitMix64 finaliser on ``uint64`` arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+def int64_bits(value: int) -> int:
+    """The int64 with the same 64 bits as the unsigned ``value``."""
+    value &= _MASK64
+    return value - 2**64 if value >= 2**63 else value
+
+
+_GOLDEN = int64_bits(0x9E3779B97F4A7C15)
+_MIX1 = int64_bits(0xBF58476D1CE4E5B9)
+_MIX2 = int64_bits(0x94D049BB133111EB)
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(x: Tensor) -> Tensor:
+    """The SplitMix64 output function on int64 tensors holding 64-bit patterns.
+
+    ``x + γ`` then two xor-shift-multiply rounds; products wrap modulo 2⁶⁴ (checked against the
+    reference outputs in the tests).
+    """
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
 
 
 def epoch_permutations(
-    sizes: np.ndarray, client_ids: np.ndarray, round_index: int, seed: int, epochs: int
-) -> np.ndarray:
+    sizes: Tensor, client_ids: Tensor, round_index: int, seed: int, epochs: int
+) -> Tensor:
     """``[C, epochs, max(sizes)]`` row orders: client c's epoch e is ``perm[c, e, :sizes[c]]``."""
-    base = splitmix64(np.uint64(seed & _MASK64))
-    base = splitmix64(base + np.uint64(round_index & _MASK64))
-    client_keys = splitmix64(base + client_ids.astype(np.uint64))
-    epoch_keys = splitmix64(client_keys[:, None] + np.arange(epochs, dtype=np.uint64))
+    device = sizes.device
+    base = splitmix64(torch.tensor(int64_bits(seed), device=device))
+    base = splitmix64(base + int64_bits(round_index))
+    client_keys = splitmix64(base + client_ids)
+    epoch_keys = splitmix64(client_keys[:, None] + torch.arange(epochs, device=device))
     width = int(sizes.max())
-    keys = splitmix64(epoch_keys[:, :, None] + np.arange(width, dtype=np.uint64))
-    padding = np.arange(width) >= sizes[:, None, None]
-    keys = np.where(padding, np.uint64(_MASK64), keys)  # padding sorts last
-    return np.argsort(keys, axis=2, kind="stable")
+    keys = splitmix64(epoch_keys[:, :, None] + torch.arange(width, device=device))
+    keys = _shift_right(keys, 1)  # non-negative: signed order = unsigned order of the top 63 bits
+    keys.masked_fill_(torch.arange(width, device=device) >= sizes[:, None, None], 2**63 - 1)
+    return torch.argsort(keys, dim=2, stable=True)
 
 
 def batch_schedules(
-    sizes: Sequence[int] | np.ndarray,
-    client_ids: Sequence[int] | np.ndarray,
+    sizes: Sequence[int] | Tensor,
+    client_ids: Sequence[int] | Tensor,
     round_index: int,
     seed: int,
     plan: LocalTraining,
-) -> np.ndarray:
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Local row indices of every step of every client: ``int64 [C, max steps, batch]``, PAD-filled.
 
     Epoch mode: each epoch's shuffle cut into ``ceil(n / B)`` batches, the last one partial.
     Step mode: an endless stream of shuffled epochs cut into batches of ``min(B, n)`` rows.
-    Clients with fewer steps than the longest get all-PAD steps at the end.
+    Clients with fewer steps than the longest get all-PAD steps at the end. Computed on ``device``.
     """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    client_ids = np.asarray(client_ids, dtype=np.int64)
+    sizes = torch.as_tensor(sizes, dtype=torch.int64, device=device)
+    client_ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
     check(len(sizes) == len(client_ids) and len(sizes) >= 1, "need one size per client id (>= 1)")
-    check(
-        int(sizes.min()) >= 1, f"a client needs at least one training row (got {int(sizes.min())})"
-    )
+    smallest = int(sizes.min())
+    check(smallest >= 1, f"a client needs at least one training row (got {smallest})")
     size = plan.batch_size
     steps = plan.num_steps(sizes)  # [C]
-    s = np.arange(int(steps.max()))[None, :, None]
-    j = np.arange(size)[None, None, :]
+    s = torch.arange(int(steps.max()), device=device)[None, :, None]
+    j = torch.arange(size, device=device)[None, None, :]
     n = sizes[:, None, None]
     if plan.epochs is not None:
         per_epoch = -(-n // size)
-        epoch, position = s // per_epoch, (s % per_epoch) * size + j
-        valid = (position < n) & (s < steps[:, None, None])
+        stream = (s // per_epoch) * n + (s % per_epoch) * size + j  # epoch · n + position
+        valid = ((s % per_epoch) * size + j < n) & (s < steps[:, None, None])
         epochs_needed = plan.epochs
     else:
-        width = np.minimum(size, n)
+        width = n.clamp_max(size)
         stream = s * width + j
-        epoch, position = stream // n, stream % n
         valid = (j < width) & (s < steps[:, None, None])
-        epochs_per_client = -(-(plan.steps * np.minimum(size, sizes)) // sizes)
-        epochs_needed = int(epochs_per_client.max())
+        epochs_needed = int((-(-(plan.steps * sizes.clamp_max(size)) // sizes)).max())
     perms = epoch_permutations(sizes, client_ids, round_index, seed, epochs_needed)
-    c = np.arange(len(sizes))[:, None, None]
-    rows = perms[c, np.minimum(epoch, epochs_needed - 1), np.where(valid, position, 0)]
-    return np.where(valid, rows, PAD)
+    epoch = (stream // n).clamp_max(epochs_needed - 1)
+    flat = torch.where(valid, epoch * perms.shape[2] + stream % n, 0).reshape(len(sizes), -1)
+    rows = torch.gather(perms.reshape(len(sizes), -1), 1, flat).view_as(stream)
+    return torch.where(valid, rows, PAD)
 
 
 def batch_schedule(
     num_rows: int, plan: LocalTraining, seed: int, round_index: int, client_id: int
-) -> np.ndarray:
+) -> Tensor:
     """One client's schedule ``[steps, batch]`` (the same rows as in `batch_schedules`)."""
     schedule = batch_schedules([num_rows], [client_id], round_index, seed, plan)[0]
     return schedule[: int(plan.num_steps(num_rows))]

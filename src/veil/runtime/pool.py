@@ -55,9 +55,10 @@ class ClientPool:
         self, client_ids: Sequence[int], round_index: int, seed: int, plan: LocalTraining
     ) -> tuple[Tensor, Tensor]:
         """Global row indices ``[C, S, B]`` (padding → row 0) and the float mask of real slots."""
-        client_ids = np.asarray(client_ids, dtype=np.int64)
-        local = batch_schedules(self.sizes[client_ids], client_ids, round_index, seed, plan)
-        mask = local != PAD
-        index = np.where(mask, local + self.offsets[client_ids, None, None], 0)
         device = self.x.device
-        return torch.from_numpy(index).to(device), torch.from_numpy(mask).to(device, torch.float32)
+        client_ids = np.asarray(client_ids, dtype=np.int64)
+        sizes, offsets = self.sizes[client_ids], self.offsets[client_ids]
+        local = batch_schedules(sizes, client_ids, round_index, seed, plan, device)
+        mask = local != PAD
+        index = torch.where(mask, local + torch.as_tensor(offsets, device=device)[:, None, None], 0)
+        return index, mask.to(torch.float32)
