@@ -6,20 +6,23 @@ each sampled client runs 5 local SGD steps at batch 10 (lr 0.05); 100 clients pe
 Contenders, timed in this one process on the same data, model and batch order:
 
 - ``veil``: the vectorized simulator (``runtime.engine: auto`` → the low-rank engine for this MLP);
-- ``veil_vmap``: the same simulator forced to its generic ``torch.func.vmap(grad)`` engine;
+- ``veil_fused``, ``veil_vmap``: the same simulator forced to its dense in-place engine and to its
+  generic ``torch.func.vmap(grad)`` engine (the one any model gets);
 - ``loop``: a plain sequential per-client torch loop (``torch.optim.SGD``, one client at a time);
 - ``peer``: Flower 1.41's simulation engine (Ray backend) at its best setting on this machine,
   each client running the same plain torch training as ``loop`` (`flower_peer.py`).
 
 Throughput is steady state (round 1 excluded, reported in ``startup_s``). Before timing, one
 round from the same start on the same clients checks that every contender reaches the same
-global model (``agreement`` holds the largest absolute difference to the loop's model).
+global model (``agreement`` holds the largest absolute difference to the loop's model); the
+benchmark refuses to report timings if any differs by more than ``AGREEMENT_TOLERANCE``.
 On a CUDA machine a second veil figure is taken with 10,000 clients, all of them per round.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from veil.data import make_synthetic_classification
+from veil.errors import VeilError
 from veil.fl import (
     FixedCountSampler,
     LocalTraining,
@@ -96,7 +100,7 @@ def time_veil(w: Workload, engine: str, rounds: int, device: str = "cpu") -> dic
     """Rounds of ``run_round`` on the simulator; start-up = data on device + first round."""
     started = time.perf_counter()
     module = initial_model(w)
-    transport = SimulatedTransport(module, client_pool(w, device), seed=w.seed, engine=engine)
+    transport = SimulatedTransport(module, client_pool(w, device), engine=engine)
     round_plan = plan(w)
     state = init_server_state(
         {k: v.detach().to(device) for k, v in module.named_parameters()}, round_plan
@@ -122,9 +126,9 @@ def time_veil(w: Workload, engine: str, rounds: int, device: str = "cpu") -> dic
 def veil_one_round(w: Workload, engine: str, client_ids: np.ndarray) -> Params:
     """The global model after round 1 on ``client_ids`` (for the agreement check)."""
     module = initial_model(w)
-    transport = SimulatedTransport(module, client_pool(w), seed=w.seed, engine=engine)
+    transport = SimulatedTransport(module, client_pool(w), engine=engine)
     params = {k: v.detach().clone() for k, v in module.named_parameters()}
-    updates, _, _, _ = transport.collect(params, client_ids, 1, w.local, identity(), None, None)
+    updates, _, _, _ = transport.collect(params, client_ids, 1, plan(w), None, None)
     mean, _, _ = weighted_mean().apply(updates, None, None)
     return {k: params[k] + mean[k] for k in params}
 
@@ -180,42 +184,60 @@ def max_difference(a: Params, b: Params) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+AGREEMENT_TOLERANCE = 1e-5  # largest |Δ| between any contender's model and the loop's
+
+
+def check_agreement(w: Workload, log: Callable[[str], None]) -> dict[str, float]:
+    """One round on clients 0-9 from the same start: every contender must reach the loop's model."""
+    small = replace(w, num_clients=10, clients_per_round=10)
+    ids = np.arange(10)
+    reference = veil_one_round(small, "sequential", ids)
+    agreement = {
+        engine: max_difference(veil_one_round(small, engine, ids), reference)
+        for engine in ("lowrank", "fused", "vmap")
+    }
+    _, flower_params = time_flower(small, rounds=1, sample_all=True)
+    agreement["flower"] = max_difference(flower_params, reference)
+    log(f"agreement (max |Δ| vs loop): {agreement}")
+    failed = {k: v for k, v in agreement.items() if not v <= AGREEMENT_TOLERANCE}
+    if failed:
+        raise VeilError(
+            f"contenders disagree with the plain loop beyond {AGREEMENT_TOLERANCE}: {failed}"
+        )
+    return agreement
+
+
 def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     """Time every contender; return the JSON of ``veil bench fl-sim``."""
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
+        raise VeilError("fl-sim needs the bench extra (Flower, Ray): run `make bench`")
     w = Workload()
     rounds = {"veil": 6 if quick else 21, "loop": 2 if quick else 4, "flower": 3 if quick else 5}
-
+    log("agreement: one round on clients 0-9 from the same start")
+    agreement = check_agreement(w, log)
     log(f"veil: {rounds['veil']} rounds")
     veil = time_veil(w, "auto", rounds["veil"])
+    log(f"veil fused engine: {rounds['veil']} rounds")
+    veil_fused = time_veil(w, "fused", rounds["veil"])
     log(f"veil vmap engine: {rounds['veil']} rounds")
     veil_vmap = time_veil(w, "vmap", rounds["veil"])
     log(f"plain loop: {rounds['loop']} rounds")
     loop = time_veil(w, "sequential", rounds["loop"])
     log(f"flower: {rounds['flower']} rounds")
     peer, _ = time_flower(w, rounds["flower"])
-
-    log("agreement: one round on clients 0-9 from the same start")
-    small = replace(w, num_clients=10, clients_per_round=10)
-    ids = np.arange(10)
-    reference = veil_one_round(small, "sequential", ids)
-    _, flower_params = time_flower(small, rounds=1, sample_all=True)
-    agreement = {
-        engine: max_difference(veil_one_round(small, engine, ids), reference)
-        for engine in ("lowrank", "fused", "vmap")
-    }
-    agreement["flower"] = max_difference(flower_params, reference)
-    log(f"agreement (max |Δ| vs loop): {agreement}")
-
+    per_s = peer["client_updates_per_s"]
     result = {
         "workload": "fl-sim",
         "description": asdict(w),
         "veil": veil,
+        "veil_fused": veil_fused,
         "veil_vmap": veil_vmap,
         "loop": loop,
         "peer": peer,
-        "ratio": veil["client_updates_per_s"] / peer["client_updates_per_s"],
-        "ratio_vmap": veil_vmap["client_updates_per_s"] / peer["client_updates_per_s"],
-        "ratio_loop": loop["client_updates_per_s"] / peer["client_updates_per_s"],
+        "ratio": veil["client_updates_per_s"] / per_s,
+        "ratio_fused": veil_fused["client_updates_per_s"] / per_s,
+        "ratio_vmap": veil_vmap["client_updates_per_s"] / per_s,
+        "ratio_loop": loop["client_updates_per_s"] / per_s,
         "agreement": agreement,
         "quick": quick,
     }

@@ -17,12 +17,8 @@ What runs
   by the caller's ``trainer_factory`` **once per Ray actor process** (cached per process),
   so data can be loaded once per actor, as a real Flower user would do.
 
-``run_simulation`` is marked deprecated in 1.41 in favour of the ``flwr run`` CLI, but ``flwr
-run`` needs an app project on disk and spawns a background ``flower-superlink``; it cannot take
-in-process callables. ``run_simulation`` is the in-process entry point to the same engine
-(``vce`` + ``RayBackend`` + actor pool), so it measures the same thing. The legacy
-``NumPyClient``/``flwr.server.strategy`` path is the compatibility layer (``flwr.compat``);
-the Message API used here is Flower's current one.
+``run_simulation`` (deprecated in 1.41 for the ``flwr run`` CLI, which cannot take in-process
+callables) is the in-process entry to the same engine, so it measures the same thing.
 
 What is measured
 ----------------
@@ -36,31 +32,10 @@ What is measured
 * ``final_params``: the global model after the last aggregation, keys in the order of
   ``initial_params``.
 
-Flower's best setting on a 2-core box
--------------------------------------
-The Ray backend runs ``floor(total_cpus / client_num_cpus)`` actors concurrently. Flower's
-default is 2 CPUs per client, i.e. **one** actor on this machine, and Ray then sets that
-actor's ``OMP_NUM_THREADS`` to 2. One actor leaves the cores idle while it waits on Ray and
-on message (de)serialisation, and two intra-op threads only add synchronisation on the small
-per-client batches. With ``client_num_cpus=0.5`` four single-threaded actors overlap that
-overhead with compute on both cores, so that is the default. Measured on this box (1000
-clients x 50 samples of 784-dim data, MLP 784-100-10, 5 SGD steps of batch 10, 100 clients
-per round, steady-state client updates/s; other work was sharing the machine, so +-30%):
-
-=========================================  ==========
-setting                                    updates/s
-=========================================  ==========
-0.5 CPU/client, 4 actors, 1 torch thread   ≈ 41
-1 CPU/client, 2 actors, 1 torch thread     ≈ 32
-2 CPU/client, 1 actor, 1 torch thread      ≈ 23
-2 CPU/client, 1 actor, 2 torch threads     ≈ 11  (Flower's default resources)
-=========================================  ==========
-
-(An earlier measurement on veil's own workload gave ≈17/s with 0.5 CPU/client vs ≈3/s with
-the default.) ``threads_per_actor`` sets torch's thread pool and ``OMP/MKL/OPENBLAS_NUM_THREADS``
-in each actor and is reported. Start-up is expensive: ``ray.init`` alone takes ≈9 s here and
-each actor imports flwr (and torch) before its first client, so ``startup_s`` is 10-35 s and
-round 1 is far slower than the rest.
+Flower's best setting on a 2-core box: ``client_num_cpus=0.5`` (four single-threaded actors,
+which overlap Ray's and (de)serialisation's overhead with compute), measured against the other
+settings in docs/simulator.md. ``threads_per_actor`` sets torch's pool and
+``OMP/MKL/OPENBLAS_NUM_THREADS`` in each actor and is reported.
 
 Flower's console logging is lowered to WARNING during the run (and three expected warnings
 are dropped); errors are still shown, and a failed client makes ``run_flower`` raise.

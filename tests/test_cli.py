@@ -57,11 +57,34 @@ def test_real_process_prints_no_traceback(tmp_path):
     ]
 
 
-def test_data_errors_are_exit_2(tmp_path):
-    path = tmp_path / "too_many.yaml"
-    path.write_text("partition: {method: iid, num_clients: 100000}\n")
-    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "num_clients" in result.output
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("partition: {method: iid, num_clients: 100000}\n", "num_clients"),
+        ("federation: {clients_per_round: 50}\n", "federation.clients_per_round must be in [1, 5]"),
+        ("model: {name: cnn}\n", "cnn needs image data"),
+        ("runtime: {device: 'cuda:x'}\n", "runtime.device"),
+        ("name: '[/x]'\nmodel: {name: '[/b]'}\n", "model.name"),
+        ('"[/foo]": 1\n', "[/foo]: unknown key"),
+    ],
+)
+def test_errors_found_after_loading_data_are_still_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_output_directory_that_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["run", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: output directory {blocker / 'sub'} cannot be created: Not a directory"
+    ]
 
 
 def test_missing_config_and_unknown_benchmark():

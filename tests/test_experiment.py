@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from veil.config import parse_config
 from veil.experiment import build_local_training, build_plan, build_sampler, run_experiment
@@ -55,6 +56,25 @@ def test_builders_follow_the_config():
     assert build_sampler(parse_config({"federation": {"fraction": 0.5}})) == FractionSampler(0.5)
     assert build_sampler(parse_config({"federation": {"poisson_rate": 0.2}})) == PoissonSampler(0.2)
     assert build_local_training(parse_config({})).epochs == 1
-    assert build_local_training(parse_config({"client": {"local_steps": 3}})).steps == 3
-    plan = build_plan(parse_config({"server": {"optimizer": "fedavgm", "momentum": 0.5}}))
-    assert plan.server_optimizer.init({}) == {}
+    local = build_local_training(
+        parse_config({"client": {"local_steps": 3, "prox_mu": 0.2, "lr": 0.3}})
+    )
+    assert (local.steps, local.epochs, local.prox_mu, local.lr) == (3, None, 0.2, 0.3)
+
+
+def test_server_hyperparameters_reach_the_optimizer():
+    plan = build_plan(
+        parse_config({"server": {"optimizer": "fedavgm", "momentum": 0.5, "lr": 2.0}})
+    )
+    opt = plan.server_optimizer
+    params, state = opt.update(
+        {"w": torch.zeros(1)}, {"w": torch.ones(1)}, opt.init({"w": torch.zeros(1)})
+    )
+    params, _ = opt.update(params, {"w": torch.ones(1)}, state)
+    assert params["w"].item() == 2.0 + 2.0 * 1.5  # m = 1, then 0.5·1 + 1
+
+
+def test_threads_are_restored_after_a_run():
+    before = torch.get_num_threads()
+    run_experiment(parse_config({**SMALL, "federation": {"rounds": 1}, "runtime": {"threads": 1}}))
+    assert torch.get_num_threads() == before

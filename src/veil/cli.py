@@ -17,7 +17,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from veil import __version__
 from veil.errors import VeilError
@@ -30,8 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stderr = Console(stderr=True)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "examples" / "hospitals.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # benchmarks/ live in the source checkout
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "examples" / "hospitals.yaml"  # in the wheel
 
 
 @contextmanager
@@ -40,7 +42,7 @@ def exit_on_bad_input() -> Iterator[None]:
     try:
         yield
     except VeilError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        stderr.print(Text.assemble(("error:", "bold red"), " ", str(error)), soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -70,10 +72,12 @@ def run(
 ) -> None:
     """Run a federated experiment; write OUT/metrics.json and OUT/report.html."""
     from veil.config import load_config
-    from veil.experiment import run_experiment
+    from veil.experiment import build_experiment, execute, prepare_output_directory
 
     with exit_on_bad_input():
         run_config = load_config(config or DEFAULT_CONFIG)
+        experiment = build_experiment(run_config)  # every config error surfaces here, before work
+        prepare_output_directory(out)
         rounds = run_config.federation.rounds
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -83,18 +87,18 @@ def run(
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=stderr, transient=False) as progress:
-            task = progress.add_task(f"{run_config.name} rounds", total=rounds, status="")
+            task = progress.add_task(escape(f"{run_config.name} rounds"), total=rounds, status="")
 
             def on_round(record: dict) -> None:
                 status = f"acc {record['accuracy']:.3f}  loss {record['loss']:.3f}"
                 progress.update(task, advance=1, status=status)
 
-            metrics = run_experiment(run_config, out, on_round=on_round)
+            metrics = execute(experiment, out, on_round=on_round)
     final = metrics["final"]
     stderr.print(
         f"accuracy {final['accuracy']:.4f}  loss {final['loss']:.4f}  ({final['seconds']:.1f} s)"
     )
-    stderr.print(f"claim: {final['claim']}", highlight=False)
+    stderr.print(Text(f"claim: {final['claim']}"))
     typer.echo(str(out / "report.html"))
 
 
@@ -127,7 +131,9 @@ def bench(
 ) -> None:
     """Time veil against its peer on a named workload, in one process."""
     with exit_on_bad_input():
-        result = find_benchmark(name).run_benchmark(quick=quick, log=stderr.print)
+        result = find_benchmark(name).run_benchmark(
+            quick=quick, log=lambda line: stderr.print(Text(line))
+        )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

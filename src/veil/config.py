@@ -6,26 +6,41 @@ every problem into a `ConfigError` whose message names the offending key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from veil.data import DATASETS, PARTITION_METHODS
 from veil.errors import ConfigError
+from veil.fl.server_optimizers import SERVER_OPTIMIZERS
+from veil.models.zoo import ACTIVATIONS, MODELS
+from veil.runtime.sim import ENGINES
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _reject_unused(section: BaseModel, used_by: dict[str, tuple[str, ...]], selector: str) -> None:
+    """Refuse keys that the chosen ``selector`` value would silently ignore."""
+    chosen = getattr(section, selector)
+    for key, users in used_by.items():
+        if getattr(section, key) is not None and chosen not in users:
+            raise ValueError(
+                f"{key} applies only to {selector} {' or '.join(users)} (got {selector} {chosen!r})"
+            )
+
+
 class DataConfig(Section):
-    dataset: Literal["breast_cancer", "digits", "mnist", "fraud"] = "breast_cancer"
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    dataset: Literal[DATASETS] = "breast_cancer"
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
 
 class PartitionConfig(Section):
-    method: Literal["iid", "dirichlet", "shards", "quantity", "site"] = "iid"
+    method: Literal[PARTITION_METHODS] = "iid"
     num_clients: int = Field(5, ge=1)
     alpha: float | None = Field(None, gt=0, description="Dirichlet label-skew concentration")
     shards_per_client: int | None = Field(None, ge=1)
@@ -33,17 +48,18 @@ class PartitionConfig(Section):
 
     @model_validator(mode="after")
     def _needs_its_parameter(self) -> PartitionConfig:
-        needed = {"dirichlet": "alpha", "shards": "shards_per_client", "quantity": "beta"}
-        name = needed.get(self.method)
-        if name and getattr(self, name) is None:
-            raise ValueError(f"method {self.method!r} needs {name} (a number > 0)")
+        needed = {"alpha": ("dirichlet",), "shards_per_client": ("shards",), "beta": ("quantity",)}
+        for key, (method,) in needed.items():
+            if self.method == method and getattr(self, key) is None:
+                raise ValueError(f"method {method!r} needs {key} (a number > 0)")
+        _reject_unused(self, needed, "method")
         return self
 
 
 class ModelConfig(Section):
-    name: Literal["logistic", "mlp", "cnn"] = "logistic"
+    name: Literal[MODELS] = "logistic"
     hidden: list[int] = Field(default_factory=lambda: [64])
-    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    activation: Literal[tuple(ACTIVATIONS)] = "relu"
     channels: int = Field(16, ge=1)
 
 
@@ -55,15 +71,10 @@ class FederationConfig(Section):
 
     @model_validator(mode="after")
     def _one_sampling_scheme(self) -> FederationConfig:
-        given = [
-            k
-            for k in ("clients_per_round", "fraction", "poisson_rate")
-            if getattr(self, k) is not None
-        ]
+        schemes = ("clients_per_round", "fraction", "poisson_rate")
+        given = [k for k in schemes if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(
-                f"set only one of clients_per_round, fraction, poisson_rate (got {given})"
-            )
+            raise ValueError(f"set only one of {', '.join(schemes)} (got {given})")
         return self
 
 
@@ -82,26 +93,36 @@ class ClientConfig(Section):
 
 
 class ServerConfig(Section):
-    optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi"] = "fedavg"
-    lr: float | None = Field(
-        None, gt=0, description="server rate η (default 1 for fedavg/m, 0.01 adaptive)"
-    )
-    momentum: float = Field(0.9, ge=0, lt=1)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0)
+    optimizer: Literal[tuple(SERVER_OPTIMIZERS)] = "fedavg"
+    lr: float | None = Field(None, gt=0, description="server rate η (default: the optimizer's)")
+    momentum: float | None = Field(None, ge=0, lt=1)
+    beta1: float | None = Field(None, ge=0, lt=1)
+    beta2: float | None = Field(None, ge=0, lt=1)
+    tau: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _hyperparameters_of_the_optimizer(self) -> ServerConfig:
+        adaptive = ("fedadam", "fedyogi")
+        used_by = {"momentum": ("fedavgm",), "beta1": adaptive, "beta2": adaptive, "tau": adaptive}
+        _reject_unused(self, used_by, "optimizer")
+        return self
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The optimizer's keyword arguments that the config sets (the rest keep defaults)."""
+        keys = ("lr", "momentum", "beta1", "beta2", "tau")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 class RuntimeConfig(Section):
-    engine: Literal["auto", "fused", "vmap", "sequential"] = "auto"
+    engine: Literal[("auto", *ENGINES)] = "auto"
     device: str = "auto"
     chunk_size: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    threads: int | None = Field(None, ge=1, le=os.cpu_count() or 1, description="torch CPU threads")
 
 
 class RunConfig(Section):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()
@@ -158,7 +179,9 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config as UTF-8 text ({error})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,7 +7,8 @@ until the run ends), so a crashed run leaves a readable record of the rounds it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from veil.claims import privacy_claim
 from veil.config import RunConfig
 from veil.data import FederatedData, federate, load_dataset
+from veil.errors import ConfigError
 from veil.fl import (
     FixedCountSampler,
     FractionSampler,
@@ -69,26 +71,21 @@ def build_local_training(config: RunConfig) -> LocalTraining:
 
 def build_plan(config: RunConfig) -> RoundPlan:
     """The round plan: sampler, local training, encoder, FedAvg aggregate, server optimizer."""
-    s = config.server
-    hyper: dict[str, float] = {} if s.lr is None else {"lr": s.lr}
-    if s.optimizer == "fedavgm":
-        hyper["momentum"] = s.momentum
-    if s.optimizer in ("fedadam", "fedyogi"):
-        hyper |= {"beta1": s.beta1, "beta2": s.beta2, "tau": s.tau}
+    server = config.server
     return RoundPlan(
         sampler=build_sampler(config),
         local=build_local_training(config),
         encoder=identity(),
         aggregator=weighted_mean(),
-        server_optimizer=build_server_optimizer(s.optimizer, **hyper),
+        server_optimizer=build_server_optimizer(server.optimizer, **server.hyperparameters()),
         seed=config.seed,
     )
 
 
 def build_experiment(config: RunConfig) -> Experiment:
-    """Load and federate the data, build the model (seeded), the plan and the simulator."""
-    if config.runtime.threads is not None:
-        torch.set_num_threads(config.runtime.threads)
+    """Everything a run needs, validated before any round starts: device, data, model, plan,
+    simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds."""
+    device = resolve_device(config.runtime.device)
     p = config.partition
     data = federate(
         load_dataset(config.data.dataset, seed=config.seed),
@@ -111,22 +108,30 @@ def build_experiment(config: RunConfig) -> Experiment:
             activation=m.activation,
             channels=m.channels,
         )
-    device = resolve_device(config.runtime.device)
+    plan = build_plan(config)
+    plan.sampler.check(data.num_clients)
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
     )
     transport = SimulatedTransport(
-        module,
-        pool,
-        seed=config.seed,
-        engine=config.runtime.engine,
-        chunk_size=config.runtime.chunk_size,
+        module, pool, engine=config.runtime.engine, chunk_size=config.runtime.chunk_size
     )
     model = FunctionalModel(transport.module)
-    plan = build_plan(config)
     return Experiment(
         config, data, model, plan, transport, init_server_state(model.init_params(), plan)
     )
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` CPU threads inside the block (``None``: leave torch's setting alone)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def evaluate(model: FunctionalModel, params, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -181,29 +186,37 @@ def run_experiment(
     out_dir: str | Path | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every round of ``config``; return (and, with ``out_dir``, write) metrics and report."""
+    """Build and run ``config``; return (and, with ``out_dir``, write) metrics and report."""
+    return execute(build_experiment(config), out_dir, on_round)
+
+
+def execute(
+    experiment: Experiment,
+    out_dir: str | Path | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every round of a built experiment; metrics.json is rewritten after each round."""
     started = time.perf_counter()
-    experiment = build_experiment(config)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    config = experiment.config
+    out = None if out_dir is None else prepare_output_directory(Path(out_dir))
     metrics: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
         "rounds": [],
         "final": None,
     }
-    for _ in range(config.federation.rounds):
-        experiment.state, round_metrics = run_round(
-            experiment.state, experiment.plan, experiment.transport
-        )
-        record = round_record(experiment, round_metrics)
-        metrics["rounds"].append(record)
-        if out is not None:
-            write_json_atomic(metrics, out / "metrics.json")
-        if on_round is not None:
-            on_round(record)
+    with torch_threads(config.runtime.threads):
+        for _ in range(config.federation.rounds):
+            experiment.state, round_metrics = run_round(
+                experiment.state, experiment.plan, experiment.transport
+            )
+            record = round_record(experiment, round_metrics)
+            metrics["rounds"].append(record)
+            if out is not None:
+                write_json_atomic(metrics, out / "metrics.json")
+            if on_round is not None:
+                on_round(record)
+        metrics["clients"] = client_records(experiment)
     last = metrics["rounds"][-1]
-    metrics["clients"] = client_records(experiment)
     metrics["final"] = {
         "accuracy": last["accuracy"],
         "loss": last["loss"],
@@ -218,3 +231,14 @@ def run_experiment(
         write_json_atomic(metrics, out / "metrics.json")
         write_report(metrics, out / "report.html")
     return metrics
+
+
+def prepare_output_directory(out: Path) -> Path:
+    """Create ``out`` (and parents) or raise a `ConfigError` saying why it cannot be used."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"output directory {out} cannot be created: {error.strerror or error}"
+        ) from None
+    return out

@@ -24,12 +24,6 @@ def stack(trees: Sequence[Params]) -> Params:
     return {k: torch.stack([t[k] for t in trees]) for k in trees[0]}
 
 
-def unstack(stacked: Params) -> list[Params]:
-    """Inverse of `stack`: one tree per index of the leading axis."""
-    n = next(iter(stacked.values())).shape[0]
-    return [{k: v[i] for k, v in stacked.items()} for i in range(n)]
-
-
 def broadcast(tree: Params, n: int) -> Params:
     """``n`` independent (contiguous) copies of ``tree`` stacked on a leading axis."""
     return {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in tree.items()}
@@ -38,14 +32,3 @@ def broadcast(tree: Params, n: int) -> Params:
 def weighted_sum(stacked: Params, weights: Tensor) -> Params:
     """Σ_c w_c · x_c over the leading axis (``weights`` has shape ``[C]``)."""
     return {k: torch.tensordot(weights.to(v.dtype), v, dims=1) for k, v in stacked.items()}
-
-
-def global_l2_norm(stacked: Params) -> Tensor:
-    """Per-client L2 norm over all leaves of a stacked tree: shape ``[C]``."""
-    squares = [v.reshape(v.shape[0], -1).pow(2).sum(1) for v in stacked.values()]
-    return torch.stack(squares).sum(0).sqrt()
-
-
-def num_parameters(tree: Params) -> int:
-    """Total number of scalars in an (unstacked) tree."""
-    return sum(v.numel() for v in tree.values())

@@ -5,6 +5,12 @@ batch order) follows the user's seed for reproducibility; *privacy noise* comes 
 seeded from the operating system's cryptographic source (``os.urandom`` via ``secrets``), so that
 knowing the config never reveals the noise. Fixing the noise seed is for tests only and must be
 asked for by name (``noise_seed_for_testing``).
+
+Threat model of the generator: torch's CPU generator is a Mersenne Twister (mt19937). Its seed
+is secret, but it is not a cryptographic generator: its internal state can be reconstructed from
+enough of its raw outputs. Noise samples are not raw outputs (they are transformed and added to
+data), but mechanisms that must resist an adversary who sees many exact draws should sample from
+`secrets` / the OS directly.
 """
 
 from __future__ import annotations

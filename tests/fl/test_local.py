@@ -21,7 +21,7 @@ def test_epoch_schedule_visits_every_row_once_per_epoch(rows, batch, epochs):
     plan = LocalTraining(lr=0.1, batch_size=batch, epochs=epochs)
     schedule = batch_schedule(rows, plan, seed=0, round_index=1, client_id=3)
     per_epoch = -(-rows // batch)
-    assert schedule.shape == (epochs * per_epoch, batch)
+    assert schedule.shape == (epochs * per_epoch, min(batch, rows))
     for e in range(epochs):
         block = schedule[e * per_epoch : (e + 1) * per_epoch]
         assert sorted(block[block != PAD]) == list(range(rows))
@@ -32,10 +32,8 @@ def test_epoch_schedule_visits_every_row_once_per_epoch(rows, batch, epochs):
 def test_step_schedule_has_full_batches_of_valid_rows(rows, batch, steps):
     plan = LocalTraining(lr=0.1, batch_size=batch, steps=steps)
     schedule = batch_schedule(rows, plan, seed=1, round_index=1, client_id=3)
-    width = min(batch, rows)
-    assert schedule.shape == (steps, batch)
-    assert (schedule[:, :width] >= 0).all() and (schedule[:, :width] < rows).all()
-    assert (schedule[:, width:] == PAD).all()
+    assert schedule.shape == (steps, min(batch, rows))
+    assert (schedule >= 0).all() and (schedule < rows).all()
 
 
 def test_schedule_depends_only_on_seed_round_client():
@@ -59,8 +57,9 @@ def test_batched_schedules_equal_single_client_schedules(sizes, batch, steps):
     batched = batch_schedules(sizes, ids, 4, 9, plan)
     for i, (n, c) in enumerate(zip(sizes, ids, strict=True)):
         single = batch_schedule(n, plan, seed=9, round_index=4, client_id=int(c))
-        assert np.array_equal(batched[i, : len(single)], single)
-        assert (batched[i, len(single) :] == PAD).all()
+        steps_taken, slots = single.shape
+        assert torch.equal(batched[i, :steps_taken, :slots], single)
+        assert (batched[i, steps_taken:] == PAD).all() and (batched[i, :, slots:] == PAD).all()
 
 
 def test_shuffles_look_uniform():
@@ -87,12 +86,18 @@ def test_splitmix64_known_answer():
         ({"lr": 1, "batch_size": 1}, "exactly one of local_steps or local_epochs"),
         ({"lr": 1, "batch_size": 1, "steps": 1, "epochs": 1}, "exactly one of"),
         ({"lr": 1, "batch_size": 1, "steps": 0}, r"client.local_steps must be >= 1 \(got 0\)"),
+        ({"lr": 1, "batch_size": 1, "epochs": 0}, r"client.local_epochs must be >= 1 \(got 0\)"),
         ({"lr": 1, "batch_size": 1, "epochs": 1, "prox_mu": -1}, r"client.prox_mu must be >= 0"),
     ],
 )
 def test_bad_local_training(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         LocalTraining(**kwargs)
+
+
+def test_schedules_need_one_size_per_client():
+    with pytest.raises(ConfigError, match="one size per client id"):
+        batch_schedules([3, 4], [0], 1, 0, LocalTraining(lr=1, batch_size=1, steps=1))
 
 
 def test_schedule_refuses_an_empty_client():

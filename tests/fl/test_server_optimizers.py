@@ -35,6 +35,25 @@ def test_fedadam_one_step_by_hand():
     assert math.isclose(v["w"].item(), v_ref, rel_tol=1e-6)
 
 
+def test_fedadam_accumulates_first_moment_over_two_steps():
+    lr, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
+    opt = fedadam(lr=lr, beta1=b1, beta2=b2, tau=tau)
+    params, state = opt.update(p(0.0), p(0.2), opt.init(p(0.0)))
+    params, (m, v) = opt.update(params, p(-0.1), state)
+    m_ref = b1 * (1 - b1) * 0.2 + (1 - b1) * -0.1
+    v_ref = b2 * (b2 * tau**2 + (1 - b2) * 0.04) + (1 - b2) * 0.01
+    assert math.isclose(m["w"].item(), m_ref, rel_tol=1e-6)
+    assert math.isclose(v["w"].item(), v_ref, rel_tol=1e-6)
+
+
+def test_fedyogi_shrinks_v_when_it_exceeds_the_squared_update():
+    b2, tau = 0.5, 1.0
+    opt = fedyogi(lr=0.1, beta2=b2, tau=tau)
+    _, (_, v) = opt.update(p(0.0), p(0.1), opt.init(p(0.0)))
+    # v0 = τ² = 1 > d² = 0.01: sign +1, so v = 1 - (1-β₂)·0.01.
+    assert math.isclose(v["w"].item(), 1 - 0.5 * 0.01, rel_tol=1e-6)
+
+
 def test_fedyogi_second_moment_is_sign_controlled():
     b2, tau, d = 0.99, 1e-3, 0.2
     opt = fedyogi(lr=0.1, beta2=b2, tau=tau)
@@ -53,3 +72,13 @@ def test_build_by_name_and_errors():
         fedavgm(momentum=1)
     with pytest.raises(ConfigError, match=r"server.tau must be > 0"):
         fedadam(tau=0)
+    with pytest.raises(ConfigError, match=r"server.beta1 must be in \[0, 1\) \(got 1\)"):
+        fedyogi(beta1=1)
+    with pytest.raises(ConfigError, match=r"server.beta2 must be in \[0, 1\) \(got -0.1\)"):
+        fedadam(beta2=-0.1)
+    with pytest.raises(ConfigError, match=r"server.lr must be > 0 \(got -1\)"):
+        fedadam(lr=-1)
+    with pytest.raises(
+        ConfigError, match=r"'fedavg' takes \['lr'\] \(got unknown \['momentum'\]\)"
+    ):
+        build_server_optimizer("fedavg", momentum=0.5)

@@ -7,6 +7,7 @@ import torch
 from veil.fl.local import LocalTraining
 from veil.models import build_model
 from veil.runtime import fused
+from veil.runtime.linear_stack import supports
 from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
 from veil.runtime.sequential import train_sequential
 from veil.runtime.vectorized import train_vectorized
@@ -46,7 +47,7 @@ def test_fused_and_vmap_match_the_loop(uneven_pool, plan, model):
     module = build_model(model[0], (1, 6, 6), 3, **model[1])
     reference = run(train_sequential, module, uneven_pool, plan)
     assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
-    assert fused.supports(module)
+    assert supports(module)
     assert_close(run(fused.train_fused, module, uneven_pool, plan), reference)
     assert_close(run(train_lowrank, module, uneven_pool, plan), reference)
 
@@ -55,7 +56,7 @@ def test_fused_and_vmap_match_the_loop(uneven_pool, plan, model):
 def test_vmap_matches_the_loop_on_a_cnn(uneven_pool, plan):
     torch.manual_seed(0)
     module = build_model("cnn", (1, 6, 6), 3, channels=4)
-    assert not fused.supports(module)
+    assert not supports(module)
     reference = run(train_sequential, module, uneven_pool, plan)
     assert_close(run(train_vectorized, module, uneven_pool, plan), reference)
 
@@ -80,13 +81,3 @@ def test_lowrank_cost_model_prefers_few_short_steps():
     wide = build_model("mlp", (784,), 10, hidden=[100])
     assert dense_to_lowrank_cost(wide, steps=5, batch_size=10) < 1
     assert dense_to_lowrank_cost(wide, steps=100, batch_size=32) > 1
-
-
-def test_fused_supports_only_linear_stacks():
-    nn = torch.nn
-    assert fused.supports(nn.Sequential(nn.Linear(3, 2)))
-    assert not fused.supports(nn.Sequential(nn.Linear(3, 2), nn.ReLU()))  # must end in Linear
-    assert not fused.supports(nn.Sequential(nn.Linear(3, 3), nn.GELU(), nn.Linear(3, 2)))
-    assert not fused.supports(nn.Sequential(nn.Flatten(2), nn.Linear(3, 2)))
-    assert not fused.supports(nn.Linear(3, 2))
-    assert not fused.supports(nn.Sequential())

@@ -7,10 +7,9 @@ from veil.fl.local import LocalTraining
 from veil.runtime import ClientPool
 
 
-def test_rows_and_sizes(uneven_pool):
+def test_sizes_and_offsets(uneven_pool):
     assert uneven_pool.num_clients == 12
-    x, y = uneven_pool.rows(3)
-    assert len(x) == len(y) == uneven_pool.sizes[3]
+    assert uneven_pool.offsets[-1] == len(uneven_pool.x) == uneven_pool.sizes.sum()
 
 
 def test_schedules_point_into_each_clients_own_rows(uneven_pool):

@@ -15,6 +15,7 @@ from veil.fl import (
     run_round,
     weighted_mean,
 )
+from veil.fl.local import batch_schedules
 from veil.models import build_model
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device, resolve_engine
 from veil.runtime.sim import choose_engine, default_chunk_size
@@ -29,7 +30,7 @@ def train_rounds(module, pool, engine, chunk_size, rounds=3):
         server_optimizer=fedadam(lr=0.05),
         seed=11,
     )
-    transport = SimulatedTransport(module, pool, seed=11, engine=engine, chunk_size=chunk_size)
+    transport = SimulatedTransport(module, pool, engine=engine, chunk_size=chunk_size)
     state = init_server_state({k: v.detach().clone() for k, v in module.named_parameters()}, plan)
     for _ in range(rounds):
         state, metrics = run_round(state, plan, transport)
@@ -51,17 +52,48 @@ def test_vectorized_global_model_equals_sequential_loop(uneven_pool, engine, chu
     assert abs(metrics.train_loss - ref_metrics.train_loss) < 1e-5
 
 
+def one_round_plan(local):
+    return RoundPlan(FixedCountSampler(1), local, identity(), weighted_mean(), fedadam(), seed=0)
+
+
 def test_collect_weights_clients_by_their_rows(uneven_pool):
-    module = build_model("logistic", (1, 6, 6), 3)
-    transport = SimulatedTransport(module, uneven_pool, seed=0)
+    module = build_model("mlp", (1, 6, 6), 3, hidden=[30])
+    transport = SimulatedTransport(module, uneven_pool)
     params = {k: v.detach().clone() for k, v in module.named_parameters()}
-    plan = LocalTraining(lr=0.1, batch_size=4, steps=2)
-    updates, _, events, losses = transport.collect(
-        params, np.array([1, 4]), 1, plan, identity(), None, None
-    )
+    plan = one_round_plan(LocalTraining(lr=0.1, batch_size=4, steps=2))
+    updates, _, events, losses = transport.collect(params, np.array([1, 4]), 1, plan, None, None)
     assert updates.weights.tolist() == uneven_pool.sizes[[1, 4]].tolist()
     assert updates.client_ids.tolist() == [1, 4] and events == [] and losses.shape == (2,)
     assert transport.engine == "auto" and transport.last_engine == "lowrank"
+    long_plan = one_round_plan(LocalTraining(lr=0.1, batch_size=4, epochs=30))
+    transport.collect(params, np.array([1, 4]), 1, long_plan, None, None)
+    assert transport.last_engine == "fused"
+
+
+def test_collect_an_empty_round(uneven_pool):
+    module = build_model("logistic", (1, 6, 6), 3)
+    transport = SimulatedTransport(module, uneven_pool)
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    plan = one_round_plan(LocalTraining(lr=0.1, batch_size=4, steps=2))
+    updates, _, _, losses = transport.collect(params, np.array([], dtype=int), 1, plan, None, None)
+    assert updates.num_clients == 0 and losses.shape == (0,)
+    assert updates.deltas["1.weight"].shape == (0, 3, 36) and transport.last_engine is None
+
+
+def test_transport_leaves_the_callers_module_alone(uneven_pool):
+    module = build_model("logistic", (1, 6, 6), 3)
+    transport = SimulatedTransport(module, uneven_pool)
+    assert transport.module is not module
+
+
+def test_huge_batch_size_costs_no_more_than_the_largest_client(uneven_pool):
+    index, mask = uneven_pool.schedules(
+        np.arange(12), 1, 0, LocalTraining(lr=0.1, batch_size=10**7, epochs=1)
+    )
+    assert (
+        index.shape == (12, 1, int(uneven_pool.sizes.max()))
+        and mask.sum() == uneven_pool.sizes.sum()
+    )
 
 
 def test_engine_and_device_resolution():
@@ -94,10 +126,19 @@ def test_default_chunk_size_bounds_chunk_memory():
     module = torch.nn.Sequential(torch.nn.Linear(784, 100))
     chunk = default_chunk_size("fused", module, rows=50, device=cpu)
     assert chunk >= 1 and chunk * 78500 * 4 <= 8 * 2**20 < (chunk + 1) * 78500 * 4
+    per_client = 4 * (50 * 884 + 50 * 50 + 50 * 100)  # U and V, the Gram matrix, U W_0ᵀ
     chunk = default_chunk_size("lowrank", module, rows=50, device=cpu)
-    assert chunk * 50 * 884 * 4 <= 64 * 2**20 < (chunk + 1) * 50 * 884 * 4
+    assert chunk * per_client <= 64 * 2**20 < (chunk + 1) * per_client
     huge = torch.nn.Sequential(torch.nn.Linear(10**4, 10**4))
     assert default_chunk_size("vmap", huge, rows=50, device=cpu) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_schedules_equal_cpu_schedules(uneven_pool):
+    plan = LocalTraining(lr=0.1, batch_size=8, epochs=2)
+    cpu = batch_schedules(uneven_pool.sizes, np.arange(12), 3, 5, plan)
+    gpu = batch_schedules(uneven_pool.sizes, np.arange(12), 3, 5, plan, device="cuda")
+    assert torch.equal(cpu, gpu.cpu())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -15,7 +15,7 @@ by the caller (never from the user's reproducibility seed).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -42,9 +42,6 @@ class ClientUpdates:
     @property
     def num_clients(self) -> int:
         return int(self.weights.shape[0])
-
-    def with_deltas(self, deltas: Params) -> ClientUpdates:
-        return replace(self, deltas=deltas)
 
 
 class Link(NamedTuple):

@@ -7,9 +7,9 @@ Each client minimises its mean cross-entropy plus FedProx's proximal term (Li et
 The batch order of client ``c`` in round ``r`` is a pure function of ``(seed, r, c)``: each epoch's
 shuffle sorts the rows by a SplitMix64 hash (Steele, Lea & Flood 2014) of
 ``(seed, r, c, epoch, row)``. It is the same whether drawn for one client (a remote device) or
-for thousands at once (the vectorized simulator, in one numpy call), so every engine visits the
-same rows in the same order and reaches the same model. This is data-order randomness only,
-never privacy noise.
+for thousands at once (the vectorized simulator, in a few tensor operations on its device), so
+every engine visits the same rows in the same order and reaches the same model. This is
+data-order randomness only, never privacy noise.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def batch_schedules(
     plan: LocalTraining,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """Local row indices of every step of every client: ``int64 [C, max steps, batch]``, PAD-filled.
+    """Local row indices of every step of every client: ``int64 [C, max steps, slots]``, PAD-filled,
+    with ``slots = min(batch size, largest client)``.
 
     Epoch mode: each epoch's shuffle cut into ``ceil(n / B)`` batches, the last one partial.
     Step mode: an endless stream of shuffled epochs cut into batches of ``min(B, n)`` rows.
@@ -123,8 +124,9 @@ def batch_schedules(
     check(smallest >= 1, f"a client needs at least one training row (got {smallest})")
     size = plan.batch_size
     steps = plan.num_steps(sizes)  # [C]
+    slots = min(size, int(sizes.max()))  # no batch holds more rows than the largest client has
     s = torch.arange(int(steps.max()), device=device)[None, :, None]
-    j = torch.arange(size, device=device)[None, None, :]
+    j = torch.arange(slots, device=device)[None, None, :]
     n = sizes[:, None, None]
     if plan.epochs is not None:
         per_epoch = -(-n // size)

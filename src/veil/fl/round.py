@@ -10,7 +10,7 @@ ledger *before* the new global model is returned, so a refused release leaves th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,11 +36,14 @@ class Transport(Protocol):
         params: Params,
         client_ids: np.ndarray,
         round_index: int,
-        local: LocalTraining,
-        encoder: Link,
+        plan: RoundPlan,
         encoder_state: Any,
         key: torch.Generator,
-    ) -> tuple[ClientUpdates, Any, Events, Tensor]: ...
+    ) -> tuple[ClientUpdates, Any, Events, Tensor]:
+        """Train ``client_ids`` from ``params`` (``plan.local``, batch order from ``plan.seed``),
+        run ``plan.encoder`` on their updates; return the updates (an empty batch when
+        ``client_ids`` is empty), the encoder state, its DP events and each client's mean loss."""
+        ...
 
 
 class EventSink(Protocol):
@@ -99,19 +102,16 @@ def run_round(
 ) -> tuple[ServerState, RoundMetrics]:
     """Run round ``state.round_index + 1`` and return the new server state and its metrics.
 
-    A round that samples nobody (possible under Poisson sampling) leaves the model unchanged.
+    A round that samples nobody (possible under Poisson sampling) still runs both chains on the
+    empty batch, so server-side noise and its ledger entry are never skipped.
     """
     started = time.perf_counter()
     round_index = state.round_index + 1
     rng = np.random.default_rng([plan.seed, round_index])
     client_ids = plan.sampler.sample(transport.num_clients, rng)
-    if len(client_ids) == 0:
-        return replace(state, round_index=round_index), RoundMetrics(
-            round_index, client_ids, None, time.perf_counter() - started
-        )
     key = noise_generator(plan.noise_seed_for_testing, round_index)
     updates, encoder_state, events, losses = transport.collect(
-        state.params, client_ids, round_index, plan.local, plan.encoder, state.encoder_state, key
+        state.params, client_ids, round_index, plan, state.encoder_state, key
     )
     aggregate, aggregator_state, aggregator_events = plan.aggregator.apply(
         updates, state.aggregator_state, key
@@ -124,7 +124,8 @@ def run_round(
     )
     if ledger is not None:
         ledger.record(round_index, events)
-    train_loss = float((losses * updates.weights).sum() / updates.weights.sum())
+    total = updates.weights.sum()
+    train_loss = float((losses * updates.weights).sum() / total) if total > 0 else None
     new_state = ServerState(params, optimizer_state, encoder_state, aggregator_state, round_index)
     return new_state, RoundMetrics(
         round_index, client_ids, train_loss, time.perf_counter() - started, events

@@ -21,12 +21,16 @@ class FixedCountSampler:
 
     clients_per_round: int
 
-    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+    def check(self, num_clients: int) -> None:
+        """Raise `ConfigError` unless this sampler can draw from ``num_clients`` clients."""
         check(
             1 <= self.clients_per_round <= num_clients,
             f"federation.clients_per_round must be in [1, {num_clients}] "
             f"(the number of clients) (got {self.clients_per_round})",
         )
+
+    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+        self.check(num_clients)
         return np.sort(rng.choice(num_clients, size=self.clients_per_round, replace=False))
 
 
@@ -36,10 +40,14 @@ class FractionSampler:
 
     fraction: float
 
-    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+    def check(self, num_clients: int) -> None:
+        """Raise `ConfigError` unless the fraction is in (0, 1]."""
         check(
             0 < self.fraction <= 1, f"federation.fraction must be in (0, 1] (got {self.fraction})"
         )
+
+    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+        self.check(num_clients)
         count = max(1, math.floor(self.fraction * num_clients + 0.5))
         return FixedCountSampler(count).sample(num_clients, rng)
 
@@ -50,8 +58,12 @@ class PoissonSampler:
 
     rate: float
 
-    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+    def check(self, num_clients: int) -> None:
+        """Raise `ConfigError` unless the rate is in (0, 1]."""
         check(0 < self.rate <= 1, f"federation.poisson_rate must be in (0, 1] (got {self.rate})")
+
+    def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+        self.check(num_clients)
         return np.flatnonzero(rng.random(num_clients) < self.rate)
 
 

@@ -13,6 +13,7 @@ Adam and Yogi start from m = 0 and v = τ² and use no bias correction, as in th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,8 +21,6 @@ import torch
 
 from veil.errors import ConfigError, check
 from veil.params import Params, tree_map
-
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 
 
 class ServerOptimizer(NamedTuple):
@@ -96,11 +95,25 @@ def fedyogi(
     )
 
 
-def build_server_optimizer(name: str, **kwargs: float) -> ServerOptimizer:
+SERVER_OPTIMIZERS: dict[str, Callable[..., ServerOptimizer]] = {
+    "fedavg": fedavg,
+    "fedavgm": fedavgm,
+    "fedadam": fedadam,
+    "fedyogi": fedyogi,
+}
+
+
+def build_server_optimizer(name: str, **hyperparameters: float) -> ServerOptimizer:
     """Server optimizer by name, with its hyper-parameters as keyword arguments."""
-    builders = {"fedavg": fedavg, "fedavgm": fedavgm, "fedadam": fedadam, "fedyogi": fedyogi}
-    if name not in builders:
+    if name not in SERVER_OPTIMIZERS:
         raise ConfigError(
             f"server.optimizer must be one of {list(SERVER_OPTIMIZERS)} (got {name!r})"
         )
-    return builders[name](**kwargs)
+    builder = SERVER_OPTIMIZERS[name]
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"server optimizer {name!r} takes {list(accepted)} (got unknown {unknown})"
+        )
+    return builder(**hyperparameters)

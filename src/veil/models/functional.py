@@ -29,10 +29,6 @@ class FunctionalModel:
         """Forward pass with ``params`` in place of the module's own parameters."""
         return functional_call(self.module, params, (x,))
 
-    def to(self, device: torch.device | str) -> FunctionalModel:
-        """The same model with its module (and buffers) moved to ``device``."""
-        return FunctionalModel(self.module.to(device))
-
 
 def cross_entropy_and_accuracy(
     model: FunctionalModel, params: Params, x: Tensor, y: Tensor, batch_size: int = 4096

@@ -30,6 +30,7 @@ def mlp(
     num_features: int, hidden: Sequence[int], num_classes: int, activation: str = "relu"
 ) -> nn.Sequential:
     """Multi-layer perceptron: Linear layers of the given widths with an activation between."""
+    check(num_features >= 1, f"num_features must be >= 1 (got {num_features})")
     check(num_classes >= 2, f"num_classes must be >= 2 (got {num_classes})")
     check(len(hidden) >= 1, "model.hidden must list at least one layer width, e.g. [64]")
     check(all(h >= 1 for h in hidden), f"model.hidden widths must be >= 1 (got {list(hidden)})")

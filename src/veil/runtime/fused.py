@@ -1,8 +1,8 @@
-"""The fused engine: hand-derived, in-place batched SGD for stacks of Linear layers.
+"""The fused engine: hand-derived, in-place batched SGD for Linear stacks.
 
-For ``nn.Sequential`` models built only of ``Flatten`` (first), ``Linear``, ``ReLU``, ``Tanh`` and
-``Sigmoid`` — logistic regression and MLPs — the forward and backward passes of ``C`` clients are
-batched matrix products, and each weight update is one in-place ``baddbmm``:
+For Linear stacks (`veil.runtime.linear_stack`: logistic regression and MLPs) the forward and
+backward passes of ``C`` clients are batched matrix products, and each weight update is one
+in-place ``baddbmm``:
 
     W_c ← W_c - η (μ·1[step c active]·(W_c - W_global) + δ_cᵀ a_c)
 
@@ -17,34 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from veil.fl.local import LocalTraining
-from veil.params import Params
+from veil.params import Params, broadcast
+from veil.runtime.linear_stack import activation_gradient, compute_layers
 from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
-
-ACTIVATION_GRADIENTS = {
-    nn.ReLU: lambda out: (out > 0).to(out.dtype),
-    nn.Tanh: lambda out: 1 - out * out,
-    nn.Sigmoid: lambda out: out * (1 - out),
-}
-
-
-def supports(module: nn.Module) -> bool:
-    """Whether ``module`` is a Sequential of an optional leading Flatten, Linear and activations."""
-    if not isinstance(module, nn.Sequential) or len(module) == 0:
-        return False
-    layers = list(module)
-    if isinstance(layers[0], nn.Flatten):
-        if (layers[0].start_dim, layers[0].end_dim) != (1, -1):
-            return False
-        layers = layers[1:]
-    kinds = (nn.Linear, *ACTIVATION_GRADIENTS)
-    return (
-        bool(layers) and isinstance(layers[-1], nn.Linear) and all(type(m) in kinds for m in layers)
-    )
-
-
-def linear_layers(module: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The named Linear layers of a Sequential, in order."""
-    return [(name, m) for name, m in module.named_children() if isinstance(m, nn.Linear)]
 
 
 def train_fused(
@@ -57,9 +32,9 @@ def train_fused(
     plan: LocalTraining,
 ) -> tuple[Params, Tensor]:
     """Engine interface: local SGD of the clients in ``index [C, S, B]``; deltas and losses."""
-    layers = [(name, m) for name, m in module.named_children() if not isinstance(m, nn.Flatten)]
+    layers = compute_layers(module)
     clients = index.shape[0]
-    params = {k: v.unsqueeze(0).expand(clients, *v.shape).clone() for k, v in global_params.items()}
+    params = broadcast(global_params, clients)
     lr, mu = plan.lr, plan.prox_mu
     loss_sum = torch.zeros(clients, device=x.device)
     for s in range(index.shape[1]):
@@ -85,7 +60,7 @@ def train_fused(
         for position in range(len(saved) - 1, -1, -1):
             name, layer, value = saved[position]
             if not isinstance(layer, nn.Linear):
-                delta = delta * ACTIVATION_GRADIENTS[type(layer)](value)
+                delta = delta * activation_gradient(layer, value)
                 continue
             w = params[f"{name}.weight"]
             upstream = torch.bmm(delta, w) if position > 0 else None

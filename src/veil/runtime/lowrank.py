@@ -12,8 +12,8 @@ likewise. The first layer's inputs are known before training, so its products wi
 Gram matrix ``U Uᵀ`` are computed once for all steps. Per-client weights are formed once, at the
 end: ``D_S = V_Sᵀ U_S``. For a few short steps (``S·B`` well below ``in·out / (in+out)``) this does
 the arithmetic of dense per-client training in large, cache-friendly products and never streams
-per-client weights through memory each step. Supports the models of `veil.runtime.fused`; results
-equal the other engines to float rounding (tested).
+per-client weights through memory each step. Trains Linear stacks (`veil.runtime.linear_stack`);
+results equal the other engines to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from veil.fl.local import LocalTraining
 from veil.params import Params
-from veil.runtime.fused import ACTIVATION_GRADIENTS, linear_layers
+from veil.runtime.linear_stack import activation_gradient, compute_layers, linear_layers
 from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
 
 # Cost, in multiply-adds, of streaming one per-client weight through memory once per step (read
@@ -58,6 +58,7 @@ class _LowRankLinear:
     inputs: Tensor  # U [C, S·B, in]
     grads: Tensor  # V [C, S·B, out], κ-scaled
     bias: Tensor | None  # [C, out], per client
+    global_bias: Tensor | None  # b_0 [out], FedProx's anchor
     products: Tensor | None = None  # U W_0ᵀ for all steps (first layer only)
     gram: Tensor | None = None  # U Uᵀ [C, S·B, S·B] (first layer only)
 
@@ -88,12 +89,14 @@ class _LowRankLinear:
     def sgd_step(
         self, delta: Tensor, now: slice, seen: slice, lr: float, mu: float, active: Tensor
     ) -> None:
-        """Record ``-η δ`` as rows ``now`` of ``V``; decay older rows by FedProx's ``1 - ημ``."""
+        """Record ``-η δ`` as rows ``now`` of ``V``, decay older rows by FedProx's ``1 - ημ``, and
+        step the bias: ``b ← b - η (Σ_rows δ + μ·1[active]·(b - b_0))``."""
         if mu > 0 and seen.stop > 0:
             self.grads[:, seen] *= (1 - lr * mu * active).reshape(-1, 1, 1)
         torch.mul(delta, -lr, out=self.grads[:, now])
         if self.bias is not None:
-            self.bias -= lr * delta.sum(1)
+            pull = mu * active.unsqueeze(1) * (self.bias - self.global_bias) if mu > 0 else 0.0
+            self.bias -= lr * (delta.sum(1) + pull)
 
 
 def train_lowrank(
@@ -108,7 +111,7 @@ def train_lowrank(
     """Engine interface: local SGD of the clients in ``index [C, S, B]``; deltas and losses."""
     clients, steps, batch = index.shape
     lr, mu = plan.lr, plan.prox_mu
-    layers = [(name, m) for name, m in module.named_children() if not isinstance(m, nn.Flatten)]
+    layers = compute_layers(module)
     factors = {
         name: _factors(name, m, global_params, clients, steps * batch, x)
         for name, m in layers
@@ -134,13 +137,10 @@ def train_lowrank(
         for position in range(len(layers) - 1, -1, -1):
             name, layer = layers[position]
             if name not in factors:
-                delta = delta * ACTIVATION_GRADIENTS[type(layer)](outputs[position])
+                delta = delta * activation_gradient(layer, outputs[position])
                 continue
             linear = factors[name]
             upstream = linear.input_gradient(delta, seen) if position > 0 else None
-            if linear.bias is not None and mu > 0:
-                anchor = global_params[f"{name}.bias"]
-                linear.bias -= lr * mu * active.unsqueeze(1) * (linear.bias - anchor)
             linear.sgd_step(delta, now, seen, lr, mu, active)
             delta = upstream
     deltas: Params = {}
@@ -160,6 +160,7 @@ def _factors(
         inputs=x.new_empty(clients, rows, layer.in_features),
         grads=x.new_zeros(clients, rows, layer.out_features),
         bias=None if bias is None else bias.expand(clients, -1).clone(),
+        global_bias=bias,
     )
 
 

@@ -46,11 +46,6 @@ class ClientPool:
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def rows(self, client_id: int) -> tuple[Tensor, Tensor]:
-        """Client ``client_id``'s training features and labels."""
-        start, stop = self.offsets[client_id], self.offsets[client_id + 1]
-        return self.x[start:stop], self.y[start:stop]
-
     def schedules(
         self, client_ids: Sequence[int], round_index: int, seed: int, plan: LocalTraining
     ) -> tuple[Tensor, Tensor]:

@@ -17,30 +17,35 @@ count) when the model is a Linear stack, else ``vmap``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from veil.errors import ConfigError
-from veil.fl.links import ClientUpdates, Events, Link
+from veil.fl.links import ClientUpdates, Events
 from veil.fl.local import LocalTraining
 from veil.params import Params
-from veil.runtime import fused
+from veil.runtime import linear_stack
+from veil.runtime.fused import train_fused
 from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
 from veil.runtime.pool import ClientPool
 from veil.runtime.sequential import train_sequential
 from veil.runtime.vectorized import train_vectorized
+
+if TYPE_CHECKING:
+    from veil.fl.round import RoundPlan
 
 Engine = Callable[
     [nn.Module, Params, Tensor, Tensor, Tensor, Tensor, LocalTraining], tuple[Params, Tensor]
 ]
 ENGINES: dict[str, Engine] = {
     "lowrank": train_lowrank,
-    "fused": fused.train_fused,
+    "fused": train_fused,
     "vmap": train_vectorized,
     "sequential": train_sequential,
 }
@@ -69,12 +74,12 @@ def resolve_engine(engine: str, module: nn.Module) -> str:
     """Validate ``engine`` for ``module``; ``"auto"`` stays ``auto`` for Linear stacks (chosen per
     round by `choose_engine`) and becomes ``vmap`` otherwise."""
     if engine == "auto":
-        return "auto" if fused.supports(module) else "vmap"
+        return "auto" if linear_stack.supports(module) else "vmap"
     if engine not in ENGINES:
         raise ConfigError(
             f"runtime.engine must be one of ['auto', *{list(ENGINES)}] (got {engine!r})"
         )
-    if engine in ("fused", "lowrank") and not fused.supports(module):
+    if engine in ("fused", "lowrank") and not linear_stack.supports(module):
         raise ConfigError(
             f"runtime.engine {engine!r} needs a Sequential of Linear layers and ReLU/Tanh/Sigmoid; "
             "use 'auto' or 'vmap' for this model"
@@ -92,14 +97,16 @@ def choose_engine(engine: str, module: nn.Module, steps: int, batch_size: int) -
 def default_chunk_size(engine: str, module: nn.Module, rows: int, device: torch.device) -> int:
     """Clients per chunk so a chunk's working memory stays within the device's budget.
 
-    ``rows`` is the number of batch slots per client in the round (steps × batch size).
+    ``rows`` is the number of batch slots per client in the round (steps × batch size). The
+    low-rank engine keeps per layer ``U [rows, in]`` and ``V [rows, out]``, and for the first layer
+    also ``U W_0ᵀ [rows, out]`` and the Gram matrix ``[rows, rows]``.
     """
     budgets = CHUNK_BYTES["cuda" if device.type == "cuda" else "cpu"]
     if engine == "lowrank":
-        widths = sum(
-            layer.in_features + layer.out_features for _, layer in fused.linear_layers(module)
-        )
-        per_client, budget = 4 * rows * widths, budgets["factors"]
+        layers = [layer for _, layer in linear_stack.linear_layers(module)]
+        floats = sum(rows * (m.in_features + m.out_features) for m in layers)
+        floats += rows * (rows + layers[0].out_features)
+        per_client, budget = 4 * floats, budgets["factors"]
     else:
         per_client, budget = 4 * sum(p.numel() for p in module.parameters()), budgets["weights"]
     return int(np.clip(budget // per_client, 1, 16384))
@@ -107,18 +114,20 @@ def default_chunk_size(engine: str, module: nn.Module, rows: int, device: torch.
 
 @dataclass
 class SimulatedTransport:
-    """In-process transport: every client lives in ``pool``; training runs on ``pool.x.device``."""
+    """In-process transport: every client lives in ``pool``; training runs on ``pool.x.device``.
+
+    It trains its own copy of ``module`` (moved to the pool's device); the caller's is untouched.
+    """
 
     module: nn.Module
     pool: ClientPool
-    seed: int
     engine: str = "auto"
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        self.module = self.module.to(self.pool.x.device)
+        self.module = copy.deepcopy(self.module).to(self.pool.x.device)
         self.engine = resolve_engine(self.engine, self.module)
-        self.last_engine = self.engine  # the engine the latest round actually used
+        self.last_engine: str | None = None  # the engine the latest training round used
 
     @property
     def num_clients(self) -> int:
@@ -129,35 +138,45 @@ class SimulatedTransport:
         params: Params,
         client_ids: np.ndarray,
         round_index: int,
-        local: LocalTraining,
-        encoder: Link,
+        plan: RoundPlan,
         encoder_state: Any,
         key: torch.Generator,
     ) -> tuple[ClientUpdates, Any, Events, Tensor]:
-        """Train ``client_ids`` from ``params``, encode their deltas; return updates, encoder
-        state, DP events and each client's mean training loss."""
+        """Train ``client_ids`` from ``params`` as ``plan.local`` says, run ``plan.encoder`` on
+        their deltas; return the updates, encoder state, DP events and each client's mean loss."""
         device = self.pool.x.device
         params = {k: v.to(device) for k, v in params.items()}
-        index, mask = self.pool.schedules(client_ids, round_index, self.seed, local)
-        self.last_engine = choose_engine(self.engine, self.module, index.shape[1], local.batch_size)
-        chunk = self.chunk_size or default_chunk_size(
-            self.last_engine, self.module, index[0].numel(), device
-        )
-        train = ENGINES[self.last_engine]
-        parts, losses = [], []
-        for start in range(0, len(client_ids), chunk):
-            part = slice(start, start + chunk)
-            deltas, loss = train(
-                self.module, params, self.pool.x, self.pool.y, index[part], mask[part], local
-            )
-            parts.append(deltas)
-            losses.append(loss)
+        parts: list[Params] = [{k: v.new_zeros((0, *v.shape)) for k, v in params.items()}]
+        losses = [torch.zeros(0, device=device)]
+        if len(client_ids):
+            parts, losses = self._train(params, client_ids, round_index, plan)
         deltas = (
             parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in params}
         )
         weights = torch.as_tensor(self.pool.sizes[client_ids], dtype=torch.float32, device=device)
-        ids = torch.as_tensor(client_ids, device=device)
-        updates, encoder_state, events = encoder.apply(
+        ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
+        updates, encoder_state, events = plan.encoder.apply(
             ClientUpdates(deltas, weights, ids), encoder_state, key
         )
         return updates, encoder_state, events, torch.cat(losses)
+
+    def _train(
+        self, params: Params, client_ids: np.ndarray, round_index: int, plan: RoundPlan
+    ) -> tuple[list[Params], list[Tensor]]:
+        """Local training of the clients, chunk by chunk: per-chunk deltas and losses."""
+        local = plan.local
+        sizes = self.pool.sizes[client_ids]
+        steps = int(local.num_steps(int(sizes.max())))  # steps grow with a client's rows
+        self.last_engine = choose_engine(self.engine, self.module, steps, local.batch_size)
+        rows = steps * min(local.batch_size, int(sizes.max()))
+        device = self.pool.x.device
+        chunk = self.chunk_size or default_chunk_size(self.last_engine, self.module, rows, device)
+        train = ENGINES[self.last_engine]
+        parts, losses = [], []
+        for start in range(0, len(client_ids), chunk):
+            ids = client_ids[start : start + chunk]
+            index, mask = self.pool.schedules(ids, round_index, plan.seed, local)
+            deltas, loss = train(self.module, params, self.pool.x, self.pool.y, index, mask, local)
+            parts.append(deltas)
+            losses.append(loss)
+        return parts, losses

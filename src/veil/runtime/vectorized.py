@@ -48,7 +48,8 @@ def train_vectorized(
     for s in range(index.shape[1]):
         rows = index[:, s]
         grads, (_, loss) = step(params, x[rows], y[rows], mask[:, s])
-        torch._foreach_add_([params[k] for k in names], [grads[k] for k in names], alpha=-plan.lr)
+        for k in names:
+            params[k].sub_(grads[k], alpha=plan.lr)
         loss_sum += loss
     deltas = {k: params[k] - global_params[k] for k in names}
     return deltas, mean_over_active_steps(loss_sum, mask)
