@@ -12,7 +12,10 @@ Contenders, timed in this one process on the same data, model and batch order:
 - ``peer``: Flower 1.41's simulation engine (Ray backend) at its best setting on this machine,
   each client running the same plain torch training as ``loop`` (`flower_peer.py`).
 
-Throughput is steady state (round 1 excluded, reported in ``startup_s``). Before timing, one
+Every contender runs with the same memory allocator settings (`veil.runtime.memory`: glibc keeps
+freed memory for reuse, as ``veil run`` does by default; Flower's actors get the same through
+glibc's environment variables). Throughput is steady state (round 1 excluded, reported in
+``startup_s``). Before timing, one
 round from the same start on the same clients checks that every contender reaches the same
 global model (``agreement`` holds the largest absolute difference to the loop's model); the
 benchmark refuses to report timings if any differs by more than ``AGREEMENT_TOLERANCE``.
@@ -45,6 +48,7 @@ from veil.fl import (
 from veil.models import mlp
 from veil.params import Params
 from veil.runtime import ClientPool, SimulatedTransport
+from veil.runtime.memory import GLIBC_ENVIRONMENT, keep_freed_memory
 from veil.runtime.sequential import train_one_client
 
 
@@ -153,6 +157,7 @@ def time_flower(w: Workload, rounds: int, sample_all: bool = False) -> tuple[dic
 
     initial = {k: v.detach().numpy() for k, v in initial_model(w).named_parameters()}
     run = run_flower(
+        extra_env=GLIBC_ENVIRONMENT if ALLOCATOR_TUNED else None,
         initial_params=initial,
         trainer_factory=functools.partial(flower_trainer, asdict(w)),
         num_clients=w.num_clients,
@@ -185,6 +190,7 @@ def max_difference(a: Params, b: Params) -> float:
 
 
 AGREEMENT_TOLERANCE = 1e-5  # largest |Δ| between any contender's model and the loop's
+ALLOCATOR_TUNED = False  # set by run_benchmark; applied to every contender alike
 
 
 def check_agreement(w: Workload, log: Callable[[str], None]) -> dict[str, float]:
@@ -212,6 +218,8 @@ def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> di
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise VeilError("fl-sim needs the bench extra (Flower, Ray): run `make bench`")
     w = Workload()
+    global ALLOCATOR_TUNED
+    ALLOCATOR_TUNED = keep_freed_memory()  # as `veil run` does; Flower's actors get it too
     rounds = {"veil": 6 if quick else 21, "loop": 2 if quick else 4, "flower": 3 if quick else 5}
     log("agreement: one round on clients 0-9 from the same start")
     agreement = check_agreement(w, log)
@@ -239,6 +247,7 @@ def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> di
         "ratio_vmap": veil_vmap["client_updates_per_s"] / per_s,
         "ratio_loop": loop["client_updates_per_s"] / per_s,
         "agreement": agreement,
+        "allocator": "glibc: freed memory kept for reuse" if ALLOCATOR_TUNED else "default",
         "quick": quick,
     }
     if torch.cuda.is_available():

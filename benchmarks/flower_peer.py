@@ -290,6 +290,7 @@ def run_flower(
     total_cpus: int = 2,
     threads_per_actor: int = 1,
     sample_all: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> FlowerRun:
     """Run FedAvg on Flower's Ray simulation engine and return honest timings.
 
@@ -301,7 +302,8 @@ def run_flower(
     load data inside it.
 
     Ray is started here (``num_cpus=total_cpus``) and shut down before returning, also on
-    error; Ray must not already be running in this process.
+    error; Ray must not already be running in this process. ``extra_env`` is added to the
+    actors' environment (e.g. the same allocator settings as the other contenders).
     """
     num_actors = _validate(
         initial_params,
@@ -333,6 +335,7 @@ def run_flower(
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     env_vars = {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"}
     env_vars.update({v: str(threads_per_actor) for v in _THREAD_ENV_VARS})
+    env_vars.update(extra_env or {})
 
     # Ship this module's client handler to the actors by value: they then need not import
     # it by name (the repository's ``benchmarks`` directory is shadowed by a stray top-level

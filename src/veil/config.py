@@ -118,6 +118,7 @@ class RuntimeConfig(Section):
     device: str = "auto"
     chunk_size: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1, le=os.cpu_count() or 1, description="torch CPU threads")
+    keep_freed_memory: bool = Field(True, description="glibc keeps freed memory for reuse")
 
 
 class RunConfig(Section):

@@ -38,6 +38,7 @@ from veil.fl.sampling import ClientSampler
 from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
 from veil.report import write_json_atomic, write_report
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
+from veil.runtime.memory import keep_freed_memory
 
 
 @dataclass
@@ -86,6 +87,8 @@ def build_experiment(config: RunConfig) -> Experiment:
     """Everything a run needs, validated before any round starts: device, data, model, plan,
     simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds."""
     device = resolve_device(config.runtime.device)
+    if config.runtime.keep_freed_memory:
+        keep_freed_memory()
     p = config.partition
     data = federate(
         load_dataset(config.data.dataset, seed=config.seed),
