@@ -20,8 +20,7 @@ PLANS = [
 
 def run(engine, module, pool, plan):
     params = {k: v.detach().clone() for k, v in module.named_parameters()}
-    index, mask = pool.schedules(np.arange(12), round_index=1, seed=3, plan=plan)
-    return engine(module, params, pool.x, pool.y, index, mask, plan)
+    return engine(module, params, pool.chunk(np.arange(12), round_index=1, seed=3, plan=plan), plan)
 
 
 def assert_close(a, b, tol=1e-5):

@@ -12,6 +12,14 @@ def test_sizes_and_offsets(uneven_pool):
     assert uneven_pool.offsets[-1] == len(uneven_pool.x) == uneven_pool.sizes.sum()
 
 
+def test_chunk_carries_the_table_and_schedules(uneven_pool):
+    plan = LocalTraining(lr=0.1, batch_size=4, steps=2)
+    chunk = uneven_pool.chunk([3, 5], round_index=2, seed=1, plan=plan)
+    index, mask = uneven_pool.schedules([3, 5], round_index=2, seed=1, plan=plan)
+    assert chunk.x is uneven_pool.x and chunk.y is uneven_pool.y
+    assert torch.equal(chunk.index, index) and torch.equal(chunk.mask, mask)
+
+
 def test_schedules_point_into_each_clients_own_rows(uneven_pool):
     plan = LocalTraining(lr=0.1, batch_size=8, epochs=1)
     ids = np.array([2, 7, 9])

@@ -19,19 +19,18 @@ from torch import Tensor, nn
 from veil.fl.local import LocalTraining
 from veil.params import Params, broadcast
 from veil.runtime.linear_stack import activation_gradient, compute_layers
+from veil.runtime.pool import TrainingChunk
 from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
 
 
 def train_fused(
     module: nn.Module,
     global_params: Params,
-    x: Tensor,
-    y: Tensor,
-    index: Tensor,
-    mask: Tensor,
+    chunk: TrainingChunk,
     plan: LocalTraining,
 ) -> tuple[Params, Tensor]:
     """Engine interface: local SGD of the clients in ``index [C, S, B]``; deltas and losses."""
+    x, y, index, mask = chunk.x, chunk.y, chunk.index, chunk.mask
     layers = compute_layers(module)
     clients = index.shape[0]
     params = broadcast(global_params, clients)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from veil.fl.local import LocalTraining
 from veil.params import Params
 from veil.runtime.linear_stack import activation_gradient, compute_layers, linear_layers
+from veil.runtime.pool import TrainingChunk
 from veil.runtime.steps import cross_entropy_gradient, mean_over_active_steps, step_weights
 
 # Cost, in multiply-adds, of streaming one per-client weight through memory once per step (read
@@ -102,13 +103,11 @@ class _LowRankLinear:
 def train_lowrank(
     module: nn.Module,
     global_params: Params,
-    x: Tensor,
-    y: Tensor,
-    index: Tensor,
-    mask: Tensor,
+    chunk: TrainingChunk,
     plan: LocalTraining,
 ) -> tuple[Params, Tensor]:
     """Engine interface: local SGD of the clients in ``index [C, S, B]``; deltas and losses."""
+    x, y, index, mask = chunk.x, chunk.y, chunk.index, chunk.mask
     clients, steps, batch = index.shape
     lr, mu = plan.lr, plan.prox_mu
     layers = compute_layers(module)

@@ -19,6 +19,17 @@ from veil.fl.local import PAD, LocalTraining, batch_schedules
 
 
 @dataclass(frozen=True)
+class TrainingChunk:
+    """What an engine trains: clients ``c`` take SGD steps ``s`` on rows ``x[index[c, s]]``
+    (``y`` their labels), where ``mask[c, s]`` is 1 for real batch slots and 0 for padding."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    mask: Tensor
+
+
+@dataclass(frozen=True)
 class ClientPool:
     """Training rows of all clients, concatenated: ``x[offsets[c]:offsets[c+1]]`` is client c's."""
 
@@ -45,6 +56,13 @@ class ClientPool:
     @property
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def chunk(
+        self, client_ids: Sequence[int], round_index: int, seed: int, plan: LocalTraining
+    ) -> TrainingChunk:
+        """The clients' training inputs for a round: the table and their batch schedules."""
+        index, mask = self.schedules(client_ids, round_index, seed, plan)
+        return TrainingChunk(self.x, self.y, index, mask)
 
     def schedules(
         self, client_ids: Sequence[int], round_index: int, seed: int, plan: LocalTraining

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from veil.fl.local import LocalTraining
 from veil.params import Params, stack
+from veil.runtime.pool import TrainingChunk
 
 
 def train_one_client(
@@ -53,20 +54,14 @@ def train_one_client(
 
 
 def train_sequential(
-    module: nn.Module,
-    global_params: Params,
-    x: Tensor,
-    y: Tensor,
-    index: Tensor,
-    mask: Tensor,
-    plan: LocalTraining,
+    module: nn.Module, global_params: Params, chunk: TrainingChunk, plan: LocalTraining
 ) -> tuple[Params, Tensor]:
-    """Engine interface: train each client of ``index [C, S, B]`` in turn; deltas, losses."""
+    """Engine interface: train each client of the chunk in turn; stacked deltas and losses."""
     deltas, losses = [], []
-    for client_index, client_mask in zip(index, mask, strict=True):
+    for client_index, client_mask in zip(chunk.index, chunk.mask, strict=True):
         params, loss = train_one_client(
-            module, global_params, x, y, client_index, client_mask, plan
+            module, global_params, chunk.x, chunk.y, client_index, client_mask, plan
         )
         deltas.append({k: params[k] - global_params[k] for k in global_params})
         losses.append(loss)
-    return stack(deltas), torch.tensor(losses, device=x.device)
+    return stack(deltas), torch.tensor(losses, device=chunk.x.device)

@@ -33,16 +33,16 @@ from veil.params import Params
 from veil.runtime import linear_stack
 from veil.runtime.fused import train_fused
 from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
-from veil.runtime.pool import ClientPool
+from veil.runtime.pool import ClientPool, TrainingChunk
 from veil.runtime.sequential import train_sequential
 from veil.runtime.vectorized import train_vectorized
 
 if TYPE_CHECKING:
     from veil.fl.round import RoundPlan
 
-Engine = Callable[
-    [nn.Module, Params, Tensor, Tensor, Tensor, Tensor, LocalTraining], tuple[Params, Tensor]
-]
+# An engine runs local SGD for a chunk of clients: (module, global params, chunk, plan) →
+# (stacked deltas [C, ...], mean training loss per client [C]).
+Engine = Callable[[nn.Module, Params, TrainingChunk, LocalTraining], tuple[Params, Tensor]]
 ENGINES: dict[str, Engine] = {
     "lowrank": train_lowrank,
     "fused": train_fused,
@@ -175,8 +175,8 @@ class SimulatedTransport:
         parts, losses = [], []
         for start in range(0, len(client_ids), chunk):
             ids = client_ids[start : start + chunk]
-            index, mask = self.pool.schedules(ids, round_index, plan.seed, local)
-            deltas, loss = train(self.module, params, self.pool.x, self.pool.y, index, mask, local)
+            chunk_data = self.pool.chunk(ids, round_index, plan.seed, local)
+            deltas, loss = train(self.module, params, chunk_data, local)
             parts.append(deltas)
             losses.append(loss)
         return parts, losses

@@ -16,19 +16,18 @@ from torch.nn import functional as F
 
 from veil.fl.local import LocalTraining
 from veil.params import Params, broadcast
+from veil.runtime.pool import TrainingChunk
 from veil.runtime.steps import mean_over_active_steps
 
 
 def train_vectorized(
     module: nn.Module,
     global_params: Params,
-    x: Tensor,
-    y: Tensor,
-    index: Tensor,
-    mask: Tensor,
+    chunk: TrainingChunk,
     plan: LocalTraining,
 ) -> tuple[Params, Tensor]:
     """Engine interface: local SGD of the clients in ``index [C, S, B]``; deltas and losses."""
+    x, y, index, mask = chunk.x, chunk.y, chunk.index, chunk.mask
     mu = plan.prox_mu
 
     def objective(params: Params, xb: Tensor, yb: Tensor, mb: Tensor):
