@@ -26,13 +26,15 @@ class InsecureNoiseWarning(UserWarning):
     """Privacy noise was seeded deterministically: the DP guarantee does not hold."""
 
 
-def noise_generator(seed_for_testing: int | None = None, stream: int = 0) -> torch.Generator:
-    """A CPU ``torch.Generator`` for privacy noise, seeded with 63 bits from ``secrets``.
+def noise_generator(
+    seed_for_testing: int | None = None, stream: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` for privacy noise, seeded with 63 bits from ``secrets``.
 
     ``seed_for_testing`` makes it reproducible (stream ``stream`` of that seed) and warns loudly:
     anyone who knows the seed can subtract the noise.
     """
-    generator = torch.Generator()
+    generator = torch.Generator(device=device)
     if seed_for_testing is None:
         generator.manual_seed(secrets.randbits(63))
         return generator

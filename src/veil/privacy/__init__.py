@@ -1,0 +1,1 @@
+"""Differential privacy: mechanisms, accounting, DP-SGD, client-level DP, the ledger, local DP."""
