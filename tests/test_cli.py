@@ -10,15 +10,16 @@ from veil.cli import app
 runner = CliRunner()
 
 
-def test_default_run_reaches_the_target_accuracy(tmp_path):
-    """`veil run` with no config runs the hospitals example: ≥ 0.95 test accuracy."""
+def test_default_run_is_the_private_hospitals_example(tmp_path):
+    """`veil run` with no config runs examples/hospitals.yaml (accuracy: tests/test_examples.py)."""
     result = runner.invoke(app, ["run", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["name"] == "hospitals"
-    assert metrics["final"]["accuracy"] >= 0.95
-    assert metrics["final"]["epsilon"] is None and metrics["final"]["delta"] is None
+    assert metrics["final"]["epsilon"] == pytest.approx(8.0, rel=0.01)
+    assert metrics["final"]["delta"] == 1e-5 and "client level" in metrics["final"]["claim"]
     assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert (tmp_path / "privacy_ledger.jsonl").exists()
 
 
 @pytest.mark.parametrize(
@@ -86,3 +87,16 @@ def test_missing_config_and_unknown_benchmark():
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("veil ")
+
+
+def test_usage_errors_are_one_line_too():
+    result = subprocess.run(
+        [sys.executable, "-m", "veil", "epsilon", "--steps", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: Invalid value for '--steps': 'abc' is not a valid integer."
+    ]

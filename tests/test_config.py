@@ -30,7 +30,7 @@ def test_defaults_and_example_parse(tmp_path):
             r"data.dataset: Input should be 'breast_cancer'.*\(got 'cifar'\)",
         ),
         ({"client": {"lrr": 1}}, r"client.lrr: unknown key \(valid keys here: lr, batch_size"),
-        ({"bogus": 1}, r"bogus: unknown key \(valid keys here: name, seed, data"),
+        ({"bogus": 1}, r"bogus: unknown key \(valid keys here: name, task, seed, data"),
         (
             {"client": {"local_steps": 1, "local_epochs": 1}},
             "only one of local_steps and local_epochs",

@@ -1,5 +1,5 @@
 """``python -m veil`` is the ``veil`` command."""
 
-from veil.cli import app
+from veil.cli import main
 
-app(prog_name="veil")
+main()

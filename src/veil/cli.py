@@ -15,10 +15,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
 from veil import __version__
@@ -53,7 +55,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -72,34 +74,168 @@ def run(
 ) -> None:
     """Run a federated experiment; write OUT/metrics.json and OUT/report.html."""
     from veil.config import load_config
-    from veil.experiment import build_experiment, execute, prepare_output_directory
+    from veil.experiment import build_experiment
+    from veil.frequency_experiment import run_frequency_estimation
 
     with exit_on_bad_input():
         run_config = load_config(config or DEFAULT_CONFIG)
-        experiment = build_experiment(run_config)  # every config error surfaces here, before work
-        prepare_output_directory(out)
-        rounds = run_config.federation.rounds
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=stderr, transient=False) as progress:
-            task = progress.add_task(escape(f"{run_config.name} rounds"), total=rounds, status="")
-
-            def on_round(record: dict) -> None:
-                status = f"acc {record['accuracy']:.3f}  loss {record['loss']:.3f}"
-                progress.update(task, advance=1, status=status)
-
-            metrics = execute(experiment, out, on_round=on_round)
+        if run_config.task == "frequency_estimation":
+            metrics = run_frequency_estimation(run_config, out)
+        else:
+            metrics = run_with_progress(build_experiment(run_config), out)
     final = metrics["final"]
-    stderr.print(
-        f"accuracy {final['accuracy']:.4f}  loss {final['loss']:.4f}  ({final['seconds']:.1f} s)"
-    )
+    if metrics.get("frequency_estimation"):
+        result = metrics["frequency_estimation"]
+        stderr.print(
+            f"L∞ error {result['linf_error']:.4f}  top-10 recall {result['top10_recall']:.2f}"
+            f"  ({final['seconds']:.1f} s)"
+        )
+    else:
+        summary = f"accuracy {final['accuracy']:.4f}  loss {final['loss']:.4f}"
+        stderr.print(f"{summary}  ({final['seconds']:.1f} s)")
+    if final.get("stopped"):
+        stderr.print(Text(f"stopped after round {final['rounds']}: {final['stopped']}"))
     stderr.print(Text(f"claim: {final['claim']}"))
     typer.echo(str(out / "report.html"))
+
+
+def run_with_progress(experiment, out: Path) -> dict:
+    """Execute a built experiment with a progress bar of rounds on stderr."""
+    from veil.experiment import execute, prepare_output_directory
+
+    prepare_output_directory(out)  # a bad --out fails before the progress bar starts
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    config = experiment.config
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(
+            escape(f"{config.name} rounds"), total=config.federation.rounds, status=""
+        )
+
+        def on_round(record: dict) -> None:
+            status = f"acc {record['accuracy']:.3f}  loss {record['loss']:.3f}"
+            if record["epsilon"] is not None:
+                status += f"  ε {record['epsilon']:.3f}"
+            progress.update(task, advance=1, status=status)
+
+        return execute(experiment, out, on_round=on_round)
+
+
+def print_json_or_table(result: dict, as_json: bool, title: str) -> None:
+    """``--json``: the dict on stdout; otherwise a two-column table."""
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def epsilon(
+    noise_multiplier: Annotated[float, typer.Option(help="σ: noise std / clip norm.")],
+    sample_rate: Annotated[float, typer.Option(help="q: Poisson sampling probability.")],
+    steps: Annotated[int, typer.Option(help="T: number of noisy steps.")],
+    delta: Annotated[float, typer.Option(help="δ.")],
+    accountant: Annotated[str, typer.Option(help="pld or rdp.")] = "pld",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """ε of T Poisson-subsampled Gaussian steps (add/remove adjacency), e.g. DP-SGD."""
+    from veil.privacy.accounting import dpsgd_epsilon
+
+    with exit_on_bad_input():
+        value = dpsgd_epsilon(noise_multiplier, sample_rate, steps, delta, accountant)
+    result = {
+        "epsilon": value,
+        "accountant": accountant,
+        "noise_multiplier": noise_multiplier,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "delta": delta,
+    }
+    print_json_or_table(result, as_json, "privacy spent")
+
+
+@app.command()
+def calibrate(
+    target_epsilon: Annotated[float, typer.Option(help="ε to spend over all steps.")],
+    sample_rate: Annotated[float, typer.Option(help="q: Poisson sampling probability.")],
+    steps: Annotated[int, typer.Option(help="T: number of noisy steps.")],
+    delta: Annotated[float, typer.Option(help="δ.")],
+    accountant: Annotated[str, typer.Option(help="pld or rdp.")] = "pld",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The smallest noise multiplier σ whose ε after T steps is at most the target."""
+    from veil.privacy.accounting import calibrate_noise_multiplier, dpsgd_epsilon
+
+    with exit_on_bad_input():
+        sigma = calibrate_noise_multiplier(target_epsilon, sample_rate, steps, delta, accountant)
+        spent = dpsgd_epsilon(sigma, sample_rate, steps, delta, accountant)
+    result = {
+        "noise_multiplier": sigma,
+        "epsilon": spent,
+        "target_epsilon": target_epsilon,
+        "accountant": accountant,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "delta": delta,
+    }
+    print_json_or_table(result, as_json, "calibrated noise")
+
+
+ledger_app = typer.Typer(help="Inspect privacy ledgers.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    path: Annotated[Path, typer.Argument(help="A privacy_ledger.jsonl file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Spent and remaining ε per subject, recomputed from the ledger's events."""
+    from veil.privacy.ledger import PrivacyLedger
+
+    with exit_on_bad_input():
+        summary = PrivacyLedger.load(path).summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"privacy ledger {path}")
+    for column in ("subject", "releases", "ε spent", "ε budget", "ε remaining", "δ"):
+        table.add_column(column)
+    for row in summary["subjects"]:
+        budget, remaining = row["budget_epsilon"], row["remaining_epsilon"]
+        table.add_row(
+            row["subject"],
+            str(row["releases"]),
+            f"{row['epsilon']:.4g}",
+            "none" if budget is None else f"{budget:g}",
+            "unlimited" if remaining is None else f"{remaining:.4g}",
+            f"{summary['delta']:g}",
+        )
+    Console().print(table)
+    typer.echo(f"accountant: {summary['accountant']}, neighbouring: {summary['neighboring']}")
+
+
+def main() -> None:
+    """The ``veil`` entry point: click's own usage errors become one line and exit 2 as well."""
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as error:
+        stderr.print(
+            Text.assemble(("error:", "bold red"), " ", error.format_message()), soft_wrap=True
+        )
+        sys.exit(2)
+    except click.Abort:
+        stderr.print("aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def find_benchmark(name: str) -> ModuleType:

@@ -17,6 +17,8 @@ from veil.data import DATASETS, PARTITION_METHODS
 from veil.errors import ConfigError
 from veil.fl.server_optimizers import SERVER_OPTIMIZERS
 from veil.models.zoo import ACTIVATIONS, MODELS
+from veil.privacy.accounting import ACCOUNTANTS
+from veil.privacy.ldp import MAX_EPSILON, ORACLES
 from veil.runtime.sim import ENGINES
 
 
@@ -121,8 +123,65 @@ class RuntimeConfig(Section):
     keep_freed_memory: bool = Field(True, description="glibc keeps freed memory for reuse")
 
 
+class PrivacyConfig(Section):
+    """Client-level DP (DP-FedAvg): clip each client's update, add Gaussian noise to the sum."""
+
+    level: Literal["client"] = "client"
+    noise_multiplier: float | None = Field(None, gt=0, description="σ, relative to the clip norm")
+    target_epsilon: float | None = Field(
+        None, gt=0, description="calibrate σ to spend this over all rounds"
+    )
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clip_norm: float = Field(
+        1.0, gt=0, description="L2 bound on each client's update (initial, if adaptive)"
+    )
+    adaptive_clipping: bool = False
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_learning_rate: float = Field(0.2, gt=0)
+    bit_noise_multiplier: float | None = Field(None, gt=0)
+    noise_decay: float = Field(1.0, gt=0, le=1, description="σ_t = σ · decay^(t-1); 1 = constant")
+    budget_epsilon: float | None = Field(
+        None, gt=0, description="the ledger refuses releases beyond it"
+    )
+    accountant: Literal[ACCOUNTANTS] = "pld"
+    ledger: str | None = Field(None, description="ledger file (default: OUT/privacy_ledger.jsonl)")
+    noise_seed_for_testing: int | None = Field(None, description="reproducible noise: NOT private")
+
+    @model_validator(mode="after")
+    def _noise_or_target(self) -> PrivacyConfig:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("set exactly one of noise_multiplier and target_epsilon")
+        if self.target_epsilon is not None and self.noise_decay != 1:
+            raise ValueError(
+                "noise_decay < 1 needs noise_multiplier (σ of round 1), not target_epsilon"
+            )
+        adaptive_only = ("bit_noise_multiplier",)
+        if not self.adaptive_clipping and any(getattr(self, k) is not None for k in adaptive_only):
+            raise ValueError("bit_noise_multiplier applies only with adaptive_clipping: true")
+        return self
+
+    @property
+    def budget(self) -> float | None:
+        """The ε the ledger may spend: ``budget_epsilon``, else ``target_epsilon``, else none."""
+        return self.budget_epsilon if self.budget_epsilon is not None else self.target_epsilon
+
+
+class FrequencyConfig(Section):
+    """Local-DP frequency estimation: phones report one typed word each through an oracle."""
+
+    num_phones: int = Field(100_000, ge=1)
+    vocab_size: int = Field(1000, ge=2)
+    words_per_phone: int = Field(1, ge=1)
+    zipf_exponent: float = Field(1.1, gt=0)
+    personal_weight: float = Field(0.2, ge=0, le=1)
+    oracle: Literal[ORACLES] = "auto"
+    epsilon: float = Field(2.0, gt=0, le=MAX_EPSILON)
+    noise_seed_for_testing: int | None = Field(None, description="reproducible noise: NOT private")
+
+
 class RunConfig(Section):
     name: str = "run"
+    task: Literal["federated_training", "frequency_estimation"] = "federated_training"
     seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
@@ -131,6 +190,21 @@ class RunConfig(Section):
     client: ClientConfig = ClientConfig()
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    privacy: PrivacyConfig | None = None
+    frequency: FrequencyConfig | None = None
+
+    @model_validator(mode="after")
+    def _sections_of_the_task(self) -> RunConfig:
+        if self.task == "frequency_estimation":
+            if self.frequency is None:
+                raise ValueError("task frequency_estimation needs a frequency section")
+            if self.privacy is not None:
+                raise ValueError(
+                    "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
+                )
+        elif self.frequency is not None:
+            raise ValueError("a frequency section needs task: frequency_estimation")
+        return self
 
 
 def _section_keys(location: tuple) -> list[str]:

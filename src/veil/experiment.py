@@ -19,7 +19,7 @@ import torch
 from veil.claims import privacy_claim
 from veil.config import RunConfig
 from veil.data import FederatedData, federate, load_dataset
-from veil.errors import ConfigError
+from veil.errors import ConfigError, PrivacyBudgetExceeded
 from veil.fl import (
     FixedCountSampler,
     FractionSampler,
@@ -36,6 +36,8 @@ from veil.fl import (
 )
 from veil.fl.sampling import ClientSampler
 from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
+from veil.privacy.federated import ClientDpPlan, client_dp_plan
+from veil.privacy.ledger import PrivacyLedger
 from veil.report import write_json_atomic, write_report
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
 from veil.runtime.memory import keep_freed_memory
@@ -51,6 +53,7 @@ class Experiment:
     plan: RoundPlan
     transport: SimulatedTransport
     state: ServerState
+    privacy: ClientDpPlan | None = None
 
 
 def build_sampler(config: RunConfig) -> ClientSampler:
@@ -70,16 +73,18 @@ def build_local_training(config: RunConfig) -> LocalTraining:
     return LocalTraining(c.lr, c.batch_size, c.local_steps, epochs, c.prox_mu)
 
 
-def build_plan(config: RunConfig) -> RoundPlan:
-    """The round plan: sampler, local training, encoder, FedAvg aggregate, server optimizer."""
+def build_plan(config: RunConfig, privacy: ClientDpPlan | None = None) -> RoundPlan:
+    """The round plan: sampler, local training, encoder and aggregator chains (plain FedAvg, or
+    DP-FedAvg's clipping and noise), server optimizer."""
     server = config.server
     return RoundPlan(
         sampler=build_sampler(config),
         local=build_local_training(config),
-        encoder=identity(),
-        aggregator=weighted_mean(),
+        encoder=privacy.encoder if privacy else identity(),
+        aggregator=privacy.aggregator if privacy else weighted_mean(),
         server_optimizer=build_server_optimizer(server.optimizer, **server.hyperparameters()),
         seed=config.seed,
+        noise_seed_for_testing=config.privacy.noise_seed_for_testing if config.privacy else None,
     )
 
 
@@ -111,7 +116,8 @@ def build_experiment(config: RunConfig) -> Experiment:
             activation=m.activation,
             channels=m.channels,
         )
-    plan = build_plan(config)
+    privacy = client_dp_plan(config, data.num_clients) if config.privacy else None
+    plan = build_plan(config, privacy)
     plan.sampler.check(data.num_clients)
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
@@ -120,9 +126,8 @@ def build_experiment(config: RunConfig) -> Experiment:
         module, pool, engine=config.runtime.engine, chunk_size=config.runtime.chunk_size
     )
     model = FunctionalModel(transport.module)
-    return Experiment(
-        config, data, model, plan, transport, init_server_state(model.init_params(), plan)
-    )
+    state = init_server_state(model.init_params(), plan)
+    return Experiment(config, data, model, plan, transport, state, privacy)
 
 
 @contextmanager
@@ -145,8 +150,10 @@ def evaluate(model: FunctionalModel, params, x: np.ndarray, y: np.ndarray) -> tu
     )
 
 
-def round_record(experiment: Experiment, metrics: RoundMetrics) -> dict[str, Any]:
-    """The ``rounds[]`` entry of metrics.json for one finished round."""
+def round_record(
+    experiment: Experiment, metrics: RoundMetrics, ledger: PrivacyLedger | None
+) -> dict[str, Any]:
+    """The ``rounds[]`` entry of metrics.json for one finished round (ε from the ledger)."""
     loss, accuracy = evaluate(
         experiment.model, experiment.state.params, experiment.data.x_test, experiment.data.y_test
     )
@@ -154,7 +161,7 @@ def round_record(experiment: Experiment, metrics: RoundMetrics) -> dict[str, Any
         "round": metrics.round_index,
         "accuracy": accuracy,
         "loss": loss,
-        "epsilon": None,
+        "epsilon": ledger.epsilon() if ledger else None,
         "seconds": metrics.seconds,
         "clients": len(metrics.client_ids),
         "train_loss": metrics.train_loss,
@@ -190,7 +197,21 @@ def run_experiment(
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Build and run ``config``; return (and, with ``out_dir``, write) metrics and report."""
+    if config.task == "frequency_estimation":
+        from veil.frequency_experiment import run_frequency_estimation
+
+        return run_frequency_estimation(config, out_dir)
     return execute(build_experiment(config), out_dir, on_round)
+
+
+def open_ledger(experiment: Experiment, out: Path | None) -> PrivacyLedger | None:
+    """The run's privacy ledger: ``privacy.ledger``, else OUT/privacy_ledger.jsonl, else kept in
+    memory. An existing ledger file carries its spent budget over to this run."""
+    if experiment.privacy is None:
+        return None
+    settings = experiment.privacy.ledger
+    path = experiment.config.privacy.ledger or (out / "privacy_ledger.jsonl" if out else None)
+    return PrivacyLedger.open(path, settings) if path else PrivacyLedger.in_memory(settings)
 
 
 def execute(
@@ -198,38 +219,62 @@ def execute(
     out_dir: str | Path | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every round of a built experiment; metrics.json is rewritten after each round."""
+    """Run every round of a built experiment; metrics.json is rewritten after each round.
+
+    With DP, a round whose release the ledger refuses ends the run cleanly at the last
+    affordable round (``final.stopped`` says why).
+    """
     started = time.perf_counter()
     config = experiment.config
     out = None if out_dir is None else prepare_output_directory(Path(out_dir))
+    ledger = open_ledger(experiment, out)
     metrics: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
         "rounds": [],
         "final": None,
     }
+    stopped = None
     with torch_threads(config.runtime.threads):
         for _ in range(config.federation.rounds):
-            experiment.state, round_metrics = run_round(
-                experiment.state, experiment.plan, experiment.transport
-            )
-            record = round_record(experiment, round_metrics)
+            try:
+                experiment.state, round_metrics = run_round(
+                    experiment.state, experiment.plan, experiment.transport, ledger
+                )
+            except PrivacyBudgetExceeded as refusal:
+                stopped = str(refusal)
+                break
+            record = round_record(experiment, round_metrics, ledger)
             metrics["rounds"].append(record)
             if out is not None:
                 write_json_atomic(metrics, out / "metrics.json")
             if on_round is not None:
                 on_round(record)
         metrics["clients"] = client_records(experiment)
-    last = metrics["rounds"][-1]
+        loss, accuracy = evaluate(
+            experiment.model,
+            experiment.state.params,
+            experiment.data.x_test,
+            experiment.data.y_test,
+        )
+    epsilon = ledger.epsilon() if ledger else None
+    rounds_done = experiment.state.round_index
     metrics["final"] = {
-        "accuracy": last["accuracy"],
-        "loss": last["loss"],
-        "epsilon": None,
-        "delta": None,
-        "claim": privacy_claim(config, len(experiment.data.clients)),
+        "accuracy": accuracy,
+        "loss": loss,
+        "epsilon": epsilon,
+        "delta": ledger.settings.delta if ledger else None,
+        "claim": experiment.privacy.claim(epsilon, rounds_done)
+        if experiment.privacy
+        else privacy_claim(config, len(experiment.data.clients)),
+        "rounds": rounds_done,
+        "stopped": stopped,
         "seconds": time.perf_counter() - started,
         "engine": experiment.transport.last_engine,
         "device": str(experiment.transport.pool.x.device),
     }
+    if experiment.privacy:
+        metrics["final"]["noise_multiplier"] = experiment.privacy.noise_multiplier
+        metrics["final"]["ledger"] = str(ledger.path) if ledger.path else None
     if out is not None:
         write_json_atomic(metrics, out / "metrics.json")
         write_report(metrics, out / "report.html")

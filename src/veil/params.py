@@ -32,3 +32,25 @@ def broadcast(tree: Params, n: int) -> Params:
 def weighted_sum(stacked: Params, weights: Tensor) -> Params:
     """Σ_c w_c · x_c over the leading axis (``weights`` has shape ``[C]``)."""
     return {k: torch.tensordot(weights.to(v.dtype), v, dims=1) for k, v in stacked.items()}
+
+
+def per_client_l2_norm(stacked: Params) -> Tensor:
+    """Each client's L2 norm over all leaves of a stacked tree: shape ``[C]``."""
+    squares = [
+        (v.flatten(1) if v.dim() > 1 else v[:, None]).pow(2).sum(1) for v in stacked.values()
+    ]
+    return torch.stack(squares).sum(0).sqrt()
+
+
+def flatten(tree: Params) -> Tensor:
+    """All leaves of an unstacked tree as one vector, in key order."""
+    return torch.cat([v.reshape(-1) for v in tree.values()])
+
+
+def unflatten(vector: Tensor, like: Params) -> Params:
+    """Inverse of `flatten` for a tree shaped like ``like``."""
+    out, start = {}, 0
+    for k, v in like.items():
+        out[k] = vector[start : start + v.numel()].view_as(v)
+        start += v.numel()
+    return out

@@ -109,7 +109,8 @@ def run_round(
     round_index = state.round_index + 1
     rng = np.random.default_rng([plan.seed, round_index])
     client_ids = plan.sampler.sample(transport.num_clients, rng)
-    key = noise_generator(plan.noise_seed_for_testing, round_index)
+    device = next(iter(state.params.values())).device
+    key = noise_generator(plan.noise_seed_for_testing, round_index, device)
     updates, encoder_state, events, losses = transport.collect(
         state.params, client_ids, round_index, plan, state.encoder_state, key
     )
