@@ -124,9 +124,10 @@ class RuntimeConfig(Section):
 
 
 class PrivacyConfig(Section):
-    """Client-level DP (DP-FedAvg): clip each client's update, add Gaussian noise to the sum."""
+    """Client-level DP (DP-FedAvg: clip each client's update, noise the sum) or sample-level DP
+    (every client trains by DP-SGD: clip each record's gradient, noise every local step)."""
 
-    level: Literal["client"] = "client"
+    level: Literal["client", "sample"] = "client"
     noise_multiplier: float | None = Field(None, gt=0, description="σ, relative to the clip norm")
     target_epsilon: float | None = Field(
         None, gt=0, description="calibrate σ to spend this over all rounds"
@@ -158,6 +159,8 @@ class PrivacyConfig(Section):
         adaptive_only = ("bit_noise_multiplier",)
         if not self.adaptive_clipping and any(getattr(self, k) is not None for k in adaptive_only):
             raise ValueError("bit_noise_multiplier applies only with adaptive_clipping: true")
+        if self.level == "sample" and (self.adaptive_clipping or self.noise_decay != 1):
+            raise ValueError("adaptive_clipping and noise_decay apply only to level: client")
         return self
 
     @property

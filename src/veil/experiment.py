@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from veil.fl import (
 )
 from veil.fl.sampling import ClientSampler
 from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
-from veil.privacy.federated import ClientDpPlan, client_dp_plan
+from veil.privacy.federated import DpPlan, dp_plan
 from veil.privacy.ledger import PrivacyLedger
 from veil.report import write_json_atomic, write_report
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
@@ -53,7 +53,7 @@ class Experiment:
     plan: RoundPlan
     transport: SimulatedTransport
     state: ServerState
-    privacy: ClientDpPlan | None = None
+    privacy: DpPlan | None = None
 
 
 def build_sampler(config: RunConfig) -> ClientSampler:
@@ -73,13 +73,13 @@ def build_local_training(config: RunConfig) -> LocalTraining:
     return LocalTraining(c.lr, c.batch_size, c.local_steps, epochs, c.prox_mu)
 
 
-def build_plan(config: RunConfig, privacy: ClientDpPlan | None = None) -> RoundPlan:
+def build_plan(config: RunConfig, privacy: DpPlan | None = None) -> RoundPlan:
     """The round plan: sampler, local training, encoder and aggregator chains (plain FedAvg, or
     DP-FedAvg's clipping and noise), server optimizer."""
     server = config.server
     return RoundPlan(
         sampler=build_sampler(config),
-        local=build_local_training(config),
+        local=replace(build_local_training(config), dp=privacy.local_dp if privacy else None),
         encoder=privacy.encoder if privacy else identity(),
         aggregator=privacy.aggregator if privacy else weighted_mean(),
         server_optimizer=build_server_optimizer(server.optimizer, **server.hyperparameters()),
@@ -116,14 +116,20 @@ def build_experiment(config: RunConfig) -> Experiment:
             activation=m.activation,
             channels=m.channels,
         )
-    privacy = client_dp_plan(config, data.num_clients) if config.privacy else None
+    privacy = (
+        dp_plan(config, build_local_training(config), data.train_sizes) if config.privacy else None
+    )
     plan = build_plan(config, privacy)
     plan.sampler.check(data.num_clients)
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
     )
     transport = SimulatedTransport(
-        module, pool, engine=config.runtime.engine, chunk_size=config.runtime.chunk_size
+        module,
+        pool,
+        engine=config.runtime.engine,
+        chunk_size=config.runtime.chunk_size,
+        client_names=[c.name for c in data.clients],
     )
     model = FunctionalModel(transport.module)
     state = init_server_state(model.init_params(), plan)
@@ -161,7 +167,7 @@ def round_record(
         "round": metrics.round_index,
         "accuracy": accuracy,
         "loss": loss,
-        "epsilon": ledger.epsilon() if ledger else None,
+        "epsilon": ledger.max_epsilon() if ledger else None,
         "seconds": metrics.seconds,
         "clients": len(metrics.client_ids),
         "train_loss": metrics.train_loss,
@@ -256,7 +262,7 @@ def execute(
             experiment.data.x_test,
             experiment.data.y_test,
         )
-    epsilon = ledger.epsilon() if ledger else None
+    epsilon = ledger.max_epsilon() if ledger else None
     rounds_done = experiment.state.round_index
     metrics["final"] = {
         "accuracy": accuracy,

@@ -17,7 +17,7 @@ from veil.config import RunConfig
 from veil.data.keyboard import make_keyboard
 from veil.experiment import prepare_output_directory
 from veil.privacy.ldp_keyboard import estimate_word_frequencies, to_metrics
-from veil.privacy.ledger import LedgerSettings, PrivacyLedger
+from veil.privacy.ledger import LedgerSettings, PrivacyLedger, SubjectEvent
 from veil.randomness import noise_generator
 from veil.report import ReportSection, write_json_atomic, write_report
 
@@ -52,7 +52,7 @@ def run_frequency_estimation(
         epsilon=f.epsilon,
         generator=noise_generator(f.noise_seed_for_testing),
     )
-    spent = ledger.record(1, [estimate.dp_event], subject=SUBJECT)
+    spent = ledger.record(1, [SubjectEvent(SUBJECT, estimate.dp_event)])
     result = to_metrics(estimate)
     metrics = {
         "config": config.model_dump(mode="json"),

@@ -1,13 +1,14 @@
 import itertools
 import json
 
+import numpy as np
 import pytest
-from veil.privacy.accounting import dpsgd_epsilon
 
 from veil.config import parse_config
 from veil.errors import ConfigError
-from veil.experiment import run_experiment
-from veil.privacy.federated import client_dp_plan, client_sampling
+from veil.experiment import build_local_training, run_experiment
+from veil.privacy.accounting import dpsgd_epsilon
+from veil.privacy.federated import client_sampling, dp_plan
 from veil.privacy.ledger import PrivacyLedger
 
 BASE = {
@@ -39,14 +40,16 @@ def test_client_sampling_for_accounting():
 
 
 def test_target_epsilon_is_calibrated_over_the_planned_rounds():
-    plan = client_dp_plan(parse_config({**BASE, "privacy": {"target_epsilon": 3.0}}), 20)
+    target = parse_config({**BASE, "privacy": {"target_epsilon": 3.0}})
+    plan = dp_plan(target, build_local_training(target), np.full(20, 20))
     spent = dpsgd_epsilon(plan.noise_multiplier, 0.5, 4, 1e-5)
     assert spent <= 3.0 and spent > 2.9
     assert plan.ledger.budget_epsilon == 3.0
 
 
 def test_claim_states_the_guarantee():
-    claim = client_dp_plan(config(clip_norm=0.5), 20).claim(1.234, 4)
+    clipped = config(clip_norm=0.5)
+    claim = dp_plan(clipped, build_local_training(clipped), np.full(20, 20)).claim(1.234, 4)
     assert (
         "(ε = 1.23, δ = 1e-05)-differentially private at the client level after 4 rounds" in claim
     )
@@ -76,6 +79,27 @@ def test_training_stops_cleanly_at_the_last_affordable_round(tmp_path):
     assert again["final"]["epsilon"] == pytest.approx(metrics["final"]["epsilon"])
 
 
+def test_sample_level_dp_run_accounts_every_client_separately(tmp_path):
+    sample = config(level="sample", clip_norm=1.0)
+    metrics = run_experiment(sample, tmp_path)
+    ledger = PrivacyLedger.load(tmp_path / "privacy_ledger.jsonl")
+    assert set(ledger.events) <= {f"client_{i}" for i in range(20)} and len(ledger.events) > 5
+    assert metrics["final"]["epsilon"] == pytest.approx(ledger.max_epsilon())
+    assert metrics["final"]["engine"] == "dpsgd"
+    assert "Every training record is" in metrics["final"]["claim"]
+    assert "each client adds the noise itself" in metrics["final"]["claim"]
+
+
+def test_sample_level_target_epsilon_covers_the_worst_client():
+    target = parse_config({**BASE, "privacy": {"level": "sample", "target_epsilon": 2.0}})
+    local = build_local_training(target)
+    sizes = np.array([10, 16, 40, 100])
+    plan = dp_plan(target, local, sizes)
+    for n in sizes:
+        q = min(1.0, local.batch_size / n)
+        assert dpsgd_epsilon(plan.noise_multiplier, q, local.num_steps(int(n)) * 4, 1e-5) <= 2.0
+
+
 def test_adaptive_clipping_and_decaying_noise_run():
     metrics = run_experiment(config(adaptive_clipping=True, noise_decay=0.9))
     assert len(metrics["rounds"]) == 4 and metrics["final"]["epsilon"] > 0
@@ -93,6 +117,10 @@ def test_adaptive_clipping_and_decaying_noise_run():
         ({"target_epsilon": 1, "noise_decay": 0.9}, "noise_decay < 1 needs noise_multiplier"),
         ({"noise_multiplier": 1, "bit_noise_multiplier": 2}, "only with adaptive_clipping"),
         ({"noise_multiplier": 1, "delta": 1}, r"privacy.delta: Input should be less than 1"),
+        (
+            {"noise_multiplier": 1, "level": "sample", "adaptive_clipping": True},
+            "only to level: client",
+        ),
         (
             {"noise_multiplier": 1, "accountant": "gdp"},
             r"privacy.accountant: Input should be 'pld' or 'rdp'",

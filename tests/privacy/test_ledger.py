@@ -13,6 +13,7 @@ from veil.privacy.accounting import compose, epsilon
 from veil.privacy.ledger import (
     LedgerSettings,
     PrivacyLedger,
+    SubjectEvent,
     event_from_json,
     event_to_json,
     read_entries,
@@ -60,11 +61,21 @@ def test_an_overspending_release_is_refused_and_not_written(tmp_path):
     assert ledger.would_spend([big]) > 2.0 >= ledger.epsilon()
 
 
-def test_subjects_have_separate_budgets():
-    ledger = PrivacyLedger.in_memory(LedgerSettings(delta=1e-5, budget_epsilon=2.0))
-    ledger.record(1, [dp_accounting.GaussianDpEvent(3.0)], subject="phone-1")
-    assert ledger.epsilon("phone-2") == 0.0 and ledger.epsilon("phone-1") > 0
-    assert ledger.epsilon() == 0.0
+def test_subjects_have_separate_budgets_and_one_refusal_stops_the_release(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = PrivacyLedger.open(path, LedgerSettings(delta=1e-5, budget_epsilon=2.0))
+    small, big = dp_accounting.GaussianDpEvent(3.0), dp_accounting.GaussianDpEvent(0.5)
+    spent = ledger.record(1, [SubjectEvent("phone-1", small), SubjectEvent("phone-2", small)])
+    assert ledger.epsilon("phone-2") == ledger.epsilon("phone-1") == spent > 0
+    assert ledger.epsilon("phone-3") == 0.0 and ledger.epsilon() == 0.0
+    size = path.stat().st_size
+    with pytest.raises(PrivacyBudgetExceeded, match=r"'phone-2' .* over the budget of 2"):
+        ledger.record(2, [SubjectEvent("phone-1", small), SubjectEvent("phone-2", big)])
+    assert path.stat().st_size == size and ledger.epsilon("phone-1") == spent
+    ledger.record(3, [SubjectEvent("phone-1", small)])
+    assert ledger.max_epsilon() == ledger.epsilon("phone-1") > ledger.epsilon("phone-2")
+    reopened = PrivacyLedger.load(path)
+    assert reopened.releases == 2 and reopened.epsilon("phone-1") == ledger.epsilon("phone-1")
 
 
 def test_reopening_with_other_settings_is_refused(tmp_path):

@@ -27,14 +27,31 @@ _MASK64 = 2**64 - 1
 
 
 @dataclass(frozen=True)
+class SampleLevelDP:
+    """DP-SGD inside each client: noise multiplier σ and per-sample clip norm C."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+
+    def __post_init__(self) -> None:
+        check(
+            self.noise_multiplier > 0,
+            f"privacy.noise_multiplier must be > 0 (got {self.noise_multiplier})",
+        )
+        check(self.max_grad_norm > 0, f"privacy.clip_norm must be > 0 (got {self.max_grad_norm})")
+
+
+@dataclass(frozen=True)
 class LocalTraining:
-    """How a client trains: exactly one of ``steps`` (K) or ``epochs`` (E) must be set."""
+    """How a client trains: exactly one of ``steps`` (K) or ``epochs`` (E) must be set; with
+    ``dp``, each step is a DP-SGD step (Poisson batches of expected size ``batch_size``)."""
 
     lr: float
     batch_size: int
     steps: int | None = None
     epochs: int | None = None
     prox_mu: float = 0.0
+    dp: SampleLevelDP | None = None
 
     def __post_init__(self) -> None:
         check(self.lr > 0, f"client.lr must be > 0 (got {self.lr})")

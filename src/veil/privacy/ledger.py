@@ -63,6 +63,25 @@ def event_from_json(data: dict[str, Any]) -> dp_accounting.DpEvent:
 
 
 @dataclass(frozen=True)
+class SubjectEvent:
+    """A DP event that protects one subject (e.g. one client's records), not the whole data set."""
+
+    subject: str
+    event: dp_accounting.DpEvent
+
+
+def by_subject(events: Sequence[dp_accounting.DpEvent | SubjectEvent]) -> dict[str, list]:
+    """Group a release's events by subject; a bare event protects ``DEFAULT_SUBJECT``."""
+    grouped: dict[str, list] = defaultdict(list)
+    for item in events:
+        if isinstance(item, SubjectEvent):
+            grouped[item.subject].append(item.event)
+        else:
+            grouped[DEFAULT_SUBJECT].append(item)
+    return grouped
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     """How ε is computed and how much may be spent (the ledger file's first line)."""
 
@@ -98,6 +117,7 @@ class PrivacyLedger:
         default_factory=lambda: defaultdict(list)
     )
     releases: int = 0
+    _epsilon_cache: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
     def in_memory(cls, settings: LedgerSettings) -> PrivacyLedger:
@@ -127,7 +147,7 @@ class PrivacyLedger:
         ledger = cls(Path(path), settings)
         for entry in entries:
             ledger.events[entry["subject"]].extend(event_from_json(e) for e in entry["events"])
-            ledger.releases += 1
+        ledger.releases = len({(entry["round"], entry["time"]) for entry in entries})
         return ledger
 
     def summary(self) -> dict[str, Any]:
@@ -158,6 +178,10 @@ class PrivacyLedger:
         """ε spent so far by ``subject`` (0 before any release)."""
         return self._epsilon_of(self.events.get(subject, []))
 
+    def max_epsilon(self) -> float:
+        """The largest ε any subject has spent: the guarantee that holds for everyone."""
+        return max((self.epsilon(subject) for subject in self.events), default=0.0)
+
     def would_spend(
         self, events: Sequence[dp_accounting.DpEvent], subject: str = DEFAULT_SUBJECT
     ) -> float:
@@ -165,43 +189,55 @@ class PrivacyLedger:
         return self._epsilon_of([*self.events.get(subject, []), *events])
 
     def record(
-        self,
-        round_index: int,
-        events: Sequence[dp_accounting.DpEvent],
-        subject: str = DEFAULT_SUBJECT,
+        self, round_index: int, events: Sequence[dp_accounting.DpEvent | SubjectEvent]
     ) -> float:
-        """Persist a release's events (fsynced) and return the new ε, or refuse it.
+        """Persist a release's events (one line per subject, one fsync) and return the largest ε
+        any of its subjects has now spent; or refuse the whole release.
 
-        Raises `PrivacyBudgetExceeded` (writing nothing) if the budget would be exceeded.
+        Raises `PrivacyBudgetExceeded` (writing nothing) if any subject would exceed the budget.
         """
-        if not events:
-            return self.epsilon(subject)
-        spent_after = self.would_spend(events, subject)
+        grouped = by_subject(events)
+        if not grouped:
+            return self.max_epsilon()
+        after = {subject: self.would_spend(evs, subject) for subject, evs in grouped.items()}
         budget = self.settings.budget_epsilon
-        if budget is not None and spent_after > budget:
+        over = {subject: e for subject, e in after.items() if budget is not None and e > budget}
+        if over:
+            subject = max(over, key=over.get)
             raise PrivacyBudgetExceeded(
                 f"round {round_index} would raise ε for {subject!r} from "
-                f"{self.epsilon(subject):.4g} to {spent_after:.4g}, over the budget of {budget:g}; "
-                "nothing was released"
+                f"{self.epsilon(subject):.4g} to {over[subject]:.4g}, over the budget of {budget:g}"
+                + (f" ({len(over)} subjects over)" if len(over) > 1 else "")
+                + "; nothing was released"
             )
-        entry = {
-            "round": round_index,
-            "subject": subject,
-            "events": [event_to_json(e) for e in events],
-            "epsilon": spent_after,
-            "time": time.time(),
-        }
+        now = time.time()
+        lines = [
+            {
+                "round": round_index,
+                "subject": subject,
+                "events": [event_to_json(e) for e in evs],
+                "epsilon": after[subject],
+                "time": now,
+            }
+            for subject, evs in grouped.items()
+        ]
         if self.path is not None:
-            _append_line(self.path, entry)
-        self.events[subject].extend(events)
+            _append_lines(self.path, lines)
+        for subject, evs in grouped.items():
+            self.events[subject].extend(evs)
         self.releases += 1
-        return spent_after
+        return max(after.values())
 
     def _epsilon_of(self, events: Sequence[dp_accounting.DpEvent]) -> float:
+        """ε of a subject's events; subjects with the same history share one computation."""
         if not events:
             return 0.0
-        s = self.settings
-        return epsilon(compose(events), s.delta, s.accountant, s.neighboring)
+        composed = compose(events)
+        key = repr(composed)
+        if key not in self._epsilon_cache:
+            s = self.settings
+            self._epsilon_cache[key] = epsilon(composed, s.delta, s.accountant, s.neighboring)
+        return self._epsilon_cache[key]
 
 
 def read_entries(path: str | Path) -> tuple[LedgerSettings, list[dict[str, Any]]]:
@@ -230,12 +266,12 @@ def read_entries(path: str | Path) -> tuple[LedgerSettings, list[dict[str, Any]]
     return settings, entries
 
 
-def _append_line(path: Path, obj: dict[str, Any]) -> None:
-    """Append one JSON line and make it durable (fsync) before returning.
+def _append_lines(path: Path, objs: Sequence[dict[str, Any]]) -> None:
+    """Append JSON lines and make them durable (one fsync) before returning.
 
     A failed write is cut back off, so the file never holds a torn line before a complete one.
     """
-    data = (json.dumps(obj, sort_keys=True) + "\n").encode()
+    data = "".join(json.dumps(obj, sort_keys=True) + "\n" for obj in objs).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size

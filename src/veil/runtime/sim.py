@@ -31,6 +31,7 @@ from veil.fl.links import ClientUpdates, Events
 from veil.fl.local import LocalTraining
 from veil.params import Params
 from veil.runtime import linear_stack
+from veil.runtime.dpsgd_local import client_dpsgd_events, train_dpsgd_clients
 from veil.runtime.fused import train_fused
 from veil.runtime.lowrank import dense_to_lowrank_cost, train_lowrank
 from veil.runtime.pool import ClientPool, TrainingChunk
@@ -102,6 +103,9 @@ def default_chunk_size(engine: str, module: nn.Module, rows: int, device: torch.
     also ``U W_0ᵀ [rows, out]`` and the Gram matrix ``[rows, rows]``.
     """
     budgets = CHUNK_BYTES["cuda" if device.type == "cuda" else "cpu"]
+    if engine == "dpsgd":  # per-sample gradients of every row of every client in the chunk
+        per_client = 4 * rows * sum(p.numel() for p in module.parameters())
+        return int(np.clip(budgets["factors"] // per_client, 1, 16384))
     if engine == "lowrank":
         layers = [layer for _, layer in linear_stack.linear_layers(module)]
         floats = sum(rows * (m.in_features + m.out_features) for m in layers)
@@ -123,6 +127,7 @@ class SimulatedTransport:
     pool: ClientPool
     engine: str = "auto"
     chunk_size: int | None = None
+    client_names: list[str] | None = None  # privacy subjects of sample-level DP (default client_i)
 
     def __post_init__(self) -> None:
         self.module = copy.deepcopy(self.module).to(self.pool.x.device)
@@ -148,17 +153,39 @@ class SimulatedTransport:
         params = {k: v.to(device) for k, v in params.items()}
         parts: list[Params] = [{k: v.new_zeros((0, *v.shape)) for k, v in params.items()}]
         losses = [torch.zeros(0, device=device)]
-        if len(client_ids):
+        events: Events = []
+        if len(client_ids) and plan.local.dp is not None:
+            parts, losses, events = self._train_private(params, client_ids, plan, key)
+        elif len(client_ids):
             parts, losses = self._train(params, client_ids, round_index, plan)
         deltas = (
             parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in params}
         )
         weights = torch.as_tensor(self.pool.sizes[client_ids], dtype=torch.float32, device=device)
         ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
-        updates, encoder_state, events = plan.encoder.apply(
+        updates, encoder_state, encoder_events = plan.encoder.apply(
             ClientUpdates(deltas, weights, ids), encoder_state, key
         )
-        return updates, encoder_state, events, torch.cat(losses)
+        return updates, encoder_state, events + encoder_events, torch.cat(losses)
+
+    def _train_private(
+        self, params: Params, client_ids: np.ndarray, plan: RoundPlan, key: torch.Generator
+    ) -> tuple[list[Params], list[Tensor], Events]:
+        """Local DP-SGD of the clients, chunk by chunk, and each client's privacy event."""
+        local = plan.local
+        self.last_engine = "dpsgd"
+        sizes = self.pool.sizes[client_ids]
+        rows = int(sizes.max())  # every row is a candidate of every Poisson batch
+        device = self.pool.x.device
+        chunk = self.chunk_size or default_chunk_size("dpsgd", self.module, rows, device)
+        parts, losses = [], []
+        for start in range(0, len(client_ids), chunk):
+            ids = client_ids[start : start + chunk]
+            deltas, loss = train_dpsgd_clients(self.module, params, self.pool, ids, local, key)
+            parts.append(deltas)
+            losses.append(loss)
+        names = self.client_names or [f"client_{i}" for i in range(self.num_clients)]
+        return parts, losses, client_dpsgd_events(client_ids, sizes, local, names)
 
     def _train(
         self, params: Params, client_ids: np.ndarray, round_index: int, plan: RoundPlan
