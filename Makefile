@@ -31,6 +31,8 @@ test-all: setup
 
 bench: $(BENCH_STAMP)
 	$(BIN)/veil bench fl-sim --json
+	$(BIN)/veil bench dp-sgd --json
+	$(BIN)/veil bench accountant --json
 
 lint: setup
 	$(BIN)/ruff check .

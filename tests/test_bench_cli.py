@@ -15,3 +15,12 @@ def test_fl_sim_without_the_bench_extra_says_how_to_get_it():
     assert result.stderr.strip().splitlines() == [
         "error: fl-sim needs the bench extra (Flower, Ray): run `make bench`"
     ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("opacus") is not None, reason="bench extra installed")
+def test_dp_sgd_without_the_bench_extra_says_how_to_get_it():
+    result = CliRunner().invoke(app, ["bench", "dp-sgd", "--quick"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: dp-sgd needs the bench extra (Opacus): run `make bench`"
+    ]

@@ -34,8 +34,9 @@ def weighted_sum(stacked: Params, weights: Tensor) -> Params:
     return {k: torch.tensordot(weights.to(v.dtype), v, dims=1) for k, v in stacked.items()}
 
 
-def per_client_l2_norm(stacked: Params) -> Tensor:
-    """Each client's L2 norm over all leaves of a stacked tree: shape ``[C]``."""
+def leading_axis_l2_norms(stacked: Params) -> Tensor:
+    """The L2 norm of each slice along the leading axis, jointly over all leaves: shape ``[C]``
+    (each client's update norm, or each sample's gradient norm)."""
     squares = [
         (v.flatten(1) if v.dim() > 1 else v[:, None]).pow(2).sum(1) for v in stacked.values()
     ]

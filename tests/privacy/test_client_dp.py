@@ -6,7 +6,7 @@ import torch
 
 from veil.errors import ConfigError, ProtocolError
 from veil.fl.links import ClientUpdates
-from veil.params import per_client_l2_norm
+from veil.params import leading_axis_l2_norms
 from veil.privacy.client_dp import (
     adaptive_clipped_gaussian_sum,
     clip_l2,
@@ -31,7 +31,7 @@ def updates_with_norms(norms) -> ClientUpdates:
 
 def test_clip_l2_bounds_norms_and_keeps_small_updates():
     out, _, events = clip_l2(1.5).apply(updates_with_norms([0.5, 3.0, 1.5]), None, None)
-    norms = per_client_l2_norm(out.deltas)
+    norms = leading_axis_l2_norms(out.deltas)
     assert torch.allclose(norms, torch.tensor([0.5, 1.5, 1.5])) and events == []
     assert torch.equal(out.deltas["w"][0], updates_with_norms([0.5]).deltas["w"][0])
 

@@ -7,8 +7,9 @@ from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDp
 
 from veil.fl.local import LocalTraining, SampleLevelDP
 from veil.models import build_model
+from veil.params import leading_axis_l2_norms
 from veil.privacy.ledger import SubjectEvent
-from veil.privacy.per_sample import clip_factors, per_sample_gradients, per_sample_norms
+from veil.privacy.per_sample import clip_factors, per_sample_gradients
 from veil.randomness import InsecureNoiseWarning, noise_generator
 from veil.runtime.dpsgd_local import client_dpsgd_events, client_sample_rates, train_dpsgd_clients
 
@@ -24,7 +25,7 @@ def reference(module, params, x, y, plan):
     p = {k: v.clone() for k, v in params.items()}
     for _ in range(plan.num_steps(len(y))):
         grads = per_sample_gradients(module, p, x, y)
-        factors = clip_factors(per_sample_norms(grads), plan.dp.max_grad_norm)
+        factors = clip_factors(leading_axis_l2_norms(grads), plan.dp.max_grad_norm)
         for k, g in grads.items():
             p[k] = p[k] - plan.lr * torch.tensordot(factors, g, dims=1) / len(y)
     return {k: p[k] - params[k] for k in p}

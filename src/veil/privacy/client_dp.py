@@ -25,7 +25,7 @@ import torch
 
 from veil.errors import ProtocolError, check
 from veil.fl.links import ClientUpdates, Link
-from veil.params import Params, flatten, per_client_l2_norm, tree_map, unflatten
+from veil.params import Params, flatten, leading_axis_l2_norms, tree_map, unflatten
 from veil.privacy.mechanisms import gaussian_mechanism
 
 SamplingEvent = Callable[[dp_accounting.DpEvent], dp_accounting.DpEvent]
@@ -69,7 +69,7 @@ def gaussian_sum(
     _check_noise(noise_multiplier, denominator, noise_decay)
 
     def apply(updates: ClientUpdates, rounds_done: int, key: torch.Generator):
-        norms = per_client_l2_norm(updates.deltas)
+        norms = leading_axis_l2_norms(updates.deltas)
         if updates.num_clients and float(norms.max()) > clip_norm * (1 + NORM_SLACK):
             raise ProtocolError(
                 f"an update has norm {float(norms.max()):.4g} > clip norm {clip_norm:g}: the noise "
@@ -122,7 +122,7 @@ def adaptive_clipped_gaussian_sum(
     def apply(updates: ClientUpdates, state: tuple[float, int], key: torch.Generator):
         clip_norm, rounds_done = state
         scale = noise_decay**rounds_done
-        below = (per_client_l2_norm(updates.deltas) <= clip_norm).to(torch.float32)
+        below = (leading_axis_l2_norms(updates.deltas) <= clip_norm).to(torch.float32)
         clipped = _clipped(updates, clip_norm).deltas
         noisy, _ = _noisy_mean(clipped, clip_norm, update_sigma * scale, denominator, key)
         centred = (below - 0.5).sum().reshape(1).to(key.device)
@@ -136,7 +136,7 @@ def adaptive_clipped_gaussian_sum(
 
 
 def _clipped(updates: ClientUpdates, clip_norm: float) -> ClientUpdates:
-    scale = (clip_norm / per_client_l2_norm(updates.deltas).clamp_min(1e-12)).clamp_max(1.0)
+    scale = (clip_norm / leading_axis_l2_norms(updates.deltas).clamp_min(1e-12)).clamp_max(1.0)
     deltas = {k: v * scale.reshape(-1, *([1] * (v.dim() - 1))) for k, v in updates.deltas.items()}
     return ClientUpdates(deltas, updates.weights, updates.client_ids)
 

@@ -8,9 +8,10 @@ relative in float32), and the clipped sum is Σ_i m_i c_i g_i with m_i ∈ {0, 1
 rows of a batch padded to a fixed capacity.
 
 Everything here is a pure function of tensors, so it runs under an outer ``torch.func.vmap``
-(e.g. over clients, for sample-level DP inside federated clients). It instantiates all B
-per-sample gradients at once (memory B × parameters); `veil.privacy.dpsgd_bookkeeping` is the
-fast path that does not.
+(e.g. over clients, for sample-level DP inside federated clients; ``max_grad_norm`` is a Python
+number, and the model should pass `veil.privacy.model_check.check_model` once beforehand). It
+instantiates all B per-sample gradients at once (memory B × parameters);
+`veil.privacy.dpsgd_bookkeeping` is the fast path that does not.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from veil.errors import check
-from veil.params import Params
+from veil.params import Params, leading_axis_l2_norms
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (output [B, ...], target [B, ...]) -> losses [B]
 per_sample_cross_entropy: LossFn = partial(F.cross_entropy, reduction="none")
@@ -51,12 +52,6 @@ def per_sample_gradients(
     return vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
 
 
-def per_sample_norms(grads: Params) -> Tensor:
-    """‖g_i‖₂ over all parameters jointly, from per-sample gradients ``{name: [B, ...]}``."""
-    squares = [g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()]
-    return torch.stack(squares).sum(0).sqrt()
-
-
 def clip_factors(norms: Tensor, max_grad_norm: float) -> Tensor:
     """c_i = min(1, C / (‖g_i‖ + 10⁻⁶)): scaling g_i by c_i leaves ‖c_i g_i‖ < C."""
     check(max_grad_norm > 0, f"max_grad_norm must be > 0 (got {max_grad_norm})")
@@ -78,7 +73,7 @@ def clipped_gradient_sum(
     contribute nothing, whatever they hold. Pure: vmappable over a leading clients axis.
     """
     grads = per_sample_gradients(module, params, x, y, loss_fn)
-    norms = per_sample_norms(grads) * mask
+    norms = leading_axis_l2_norms(grads) * mask
     factors = clip_factors(norms, max_grad_norm) * mask
     summed = {k: torch.tensordot(factors.to(g.dtype), g, dims=1) for k, g in grads.items()}
     return summed, norms

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from veil.fl.local import LocalTraining
 from veil.params import Params, broadcast
 from veil.privacy.accounting import dpsgd_event
+from veil.privacy.dpsgd import noisy_average
 from veil.privacy.ledger import SubjectEvent
 from veil.privacy.per_sample import clipped_gradient_sum
 from veil.runtime.pool import ClientPool
@@ -88,9 +89,9 @@ def train_dpsgd_clients(
         with torch.no_grad():
             per_row = vmap(losses)(params, x, y)
             loss_sum += active * (per_row * sampled).sum(1) / sampled.sum(1).clamp_min(1)
-        for k, g in grads.items():
-            noise = torch.randn(g.shape, generator=generator, device=device) * (sigma * clip)
-            step = (g + noise) / expected_batch.reshape(-1, *([1] * (g.dim() - 1)))
+        noised = noisy_average(grads, sigma, clip, 1.0, generator)  # Σ c_i g_i + N(0, σ²C²)
+        for k, g in noised.items():
+            step = g / expected_batch.reshape(-1, *([1] * (g.dim() - 1)))
             if plan.prox_mu > 0:
                 step = step + plan.prox_mu * (params[k] - global_params[k])
             params[k] = params[k] - plan.lr * active.reshape(-1, *([1] * (g.dim() - 1))) * step
