@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -225,6 +226,7 @@ def ledger_show(
 
 def main() -> None:
     """The ``veil`` entry point: click's own usage errors become one line and exit 2 as well."""
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's RDP convergence chatter
     try:
         code = app(standalone_mode=False)
     except click.UsageError as error:
