@@ -78,3 +78,20 @@ def test_threads_are_restored_after_a_run():
     before = torch.get_num_threads()
     run_experiment(parse_config({**SMALL, "federation": {"rounds": 1}, "runtime": {"threads": 1}}))
     assert torch.get_num_threads() == before
+
+
+def test_private_runs_withhold_what_the_guarantee_does_not_cover(tmp_path):
+    config = parse_config(
+        {
+            **SMALL,
+            "federation": {"rounds": 2, "poisson_rate": 0.5},
+            "privacy": {"noise_multiplier": 1.0, "clip_norm": 1.0},
+        }
+    )
+    assert (
+        build_plan(config).secret_sampling and not build_plan(parse_config(SMALL)).secret_sampling
+    )
+    metrics = run_experiment(config, tmp_path)
+    for record in metrics["rounds"]:
+        assert record["clients"] is None and record["train_loss"] is None
+    assert metrics["clients"] == []

@@ -85,6 +85,7 @@ def build_plan(config: RunConfig, privacy: DpPlan | None = None) -> RoundPlan:
         server_optimizer=build_server_optimizer(server.optimizer, **server.hyperparameters()),
         seed=config.seed,
         noise_seed_for_testing=config.privacy.noise_seed_for_testing if config.privacy else None,
+        secret_sampling=config.privacy is not None,
     )
 
 
@@ -163,14 +164,15 @@ def round_record(
     loss, accuracy = evaluate(
         experiment.model, experiment.state.params, experiment.data.x_test, experiment.data.y_test
     )
+    private = ledger is not None  # who took part and their raw losses are not DP releases
     return {
         "round": metrics.round_index,
         "accuracy": accuracy,
         "loss": loss,
         "epsilon": ledger.max_epsilon() if ledger else None,
         "seconds": metrics.seconds,
-        "clients": len(metrics.client_ids),
-        "train_loss": metrics.train_loss,
+        "clients": None if private else len(metrics.client_ids),
+        "train_loss": None if private else metrics.train_loss,
     }
 
 
@@ -255,7 +257,8 @@ def execute(
                 write_json_atomic(metrics, out / "metrics.json")
             if on_round is not None:
                 on_round(record)
-        metrics["clients"] = client_records(experiment)
+        # Per-client figures (sizes, accuracies) are not covered by a DP guarantee: withheld.
+        metrics["clients"] = [] if ledger else client_records(experiment)
         loss, accuracy = evaluate(
             experiment.model,
             experiment.state.params,

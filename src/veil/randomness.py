@@ -1,7 +1,8 @@
 """Where randomness comes from.
 
-Two kinds, never mixed: *data/model* randomness (initialisation, partitioning, client sampling,
-batch order) follows the user's seed for reproducibility; *privacy noise* comes from a generator
+Two kinds, never mixed: *data/model* randomness (initialisation, partitioning, batch order, and
+client sampling in non-private runs) follows the user's seed for reproducibility; *privacy
+noise* and private sampling decisions (client sampling under DP) come from a generator
 seeded from the operating system's cryptographic source (``os.urandom`` via ``secrets``), so that
 knowing the config never reveals the noise. Fixing the noise seed is for tests only and must be
 asked for by name (``noise_seed_for_testing``).
@@ -46,3 +47,19 @@ def noise_generator(
     state = np.random.SeedSequence([seed_for_testing, stream]).generate_state(1, np.uint64)[0]
     generator.manual_seed(int(state) >> 1)
     return generator
+
+
+def sampling_generator(seed_for_testing: int | None = None, stream: int = 0) -> np.random.Generator:
+    """A numpy generator for *private* sampling decisions (which clients take part in a DP
+    round), seeded with 128 bits from ``secrets``: subsampling amplifies privacy only if nobody
+    can predict the sample, so it must not follow the published run seed. ``seed_for_testing``
+    makes it reproducible and warns, as for `noise_generator`.
+    """
+    if seed_for_testing is None:
+        return np.random.default_rng(secrets.randbits(128))
+    warnings.warn(
+        "private sampling is seeded from noise_seed_for_testing: reproducible but NOT private",
+        InsecureNoiseWarning,
+        stacklevel=2,
+    )
+    return np.random.default_rng([seed_for_testing, stream, 0x5A4D])

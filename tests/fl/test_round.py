@@ -116,3 +116,19 @@ def test_an_empty_poisson_round_still_runs_both_chains_and_the_ledger():
     assert new_state.round_index == 1 and torch.equal(new_state.params["w"], torch.ones(2))
     assert transport.calls == [([], 1)]
     assert ledger.records == [(1, ["client-noise", "server-noise"])]
+
+
+def test_secret_sampling_does_not_follow_the_published_seed():
+    from dataclasses import replace
+
+    from veil.randomness import InsecureNoiseWarning
+
+    p = replace(plan(sampler=PoissonSampler(0.5)), secret_sampling=True)
+    state = init_server_state({"w": torch.zeros(2)}, p)
+    draws = {tuple(run_round(state, p, FakeTransport())[1].client_ids) for _ in range(12)}
+    assert len(draws) > 1  # the same seed, different samples (equal 12 times: p ≈ 2^-66)
+    reproducible = replace(p, noise_seed_for_testing=3)
+    with pytest.warns(InsecureNoiseWarning, match="sampling"):
+        a = run_round(state, reproducible, FakeTransport())[1].client_ids
+        b = run_round(state, reproducible, FakeTransport())[1].client_ids
+    assert list(a) == list(b)

@@ -200,6 +200,22 @@ def test_without_poisson_sampling_the_loader_is_kept_and_a_warning_says_so():
     assert same is loader
 
 
+def test_a_ledger_needs_poisson_sampling(tmp_path):
+    model, optimizer, loader = toy_setup()
+    ledger = PrivacyLedger.open(tmp_path / "ledger.jsonl", LedgerSettings(1e-5, 10.0, "pld"))
+    with pytest.raises(ConfigError, match="keep poisson_sampling=True"):
+        make_private(
+            model,
+            optimizer,
+            loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            delta=1e-5,
+            poisson_sampling=False,
+            ledger=ledger,
+        )
+
+
 def test_refuses_batch_norm():
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4))
     loader = toy_setup()[2]

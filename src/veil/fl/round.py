@@ -22,7 +22,7 @@ from veil.fl.local import LocalTraining
 from veil.fl.sampling import ClientSampler
 from veil.fl.server_optimizers import ServerOptimizer
 from veil.params import Params
-from veil.randomness import noise_generator
+from veil.randomness import noise_generator, sampling_generator
 
 
 class Transport(Protocol):
@@ -63,6 +63,7 @@ class RoundPlan:
     server_optimizer: ServerOptimizer
     seed: int = 0
     noise_seed_for_testing: int | None = None
+    secret_sampling: bool = False  # who takes part is private (DP): draw it like the noise
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ def run_round(
     """
     started = time.perf_counter()
     round_index = state.round_index + 1
-    rng = np.random.default_rng([plan.seed, round_index])
+    if plan.secret_sampling:
+        rng = sampling_generator(plan.noise_seed_for_testing, round_index)
+    else:
+        rng = np.random.default_rng([plan.seed, round_index])
     client_ids = plan.sampler.sample(transport.num_clients, rng)
     device = next(iter(state.params.values())).device
     key = noise_generator(plan.noise_seed_for_testing, round_index, device)

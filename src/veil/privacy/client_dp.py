@@ -76,6 +76,7 @@ def gaussian_sum(
                 "would not cover it; clip updates in the encoder chain (clip_l2) first"
             )
         sigma = noise_multiplier * noise_decay**rounds_done
+        updates = _clipped(updates, clip_norm)  # removes the float slack the check allowed
         noisy, event = _noisy_mean(updates.deltas, clip_norm, sigma, denominator, key)
         return noisy, rounds_done + 1, [sampling(event)]
 

@@ -247,6 +247,11 @@ def make_private(
         accountant,
         loss_reduction,
     )
+    if ledger is not None and not poisson_sampling:
+        raise ConfigError(
+            "a ledger records Poisson-subsampled steps; with poisson_sampling=False the batches "
+            "are not Poisson and the recorded ε would be wrong: keep poisson_sampling=True"
+        )
     rows, steps_per_epoch = len(data_loader.dataset), len(data_loader)
     sample_rate = data_loader.batch_size / rows
     if target_epsilon is not None:

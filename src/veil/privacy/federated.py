@@ -56,7 +56,7 @@ class DpPlan:
                 f"{self.noise_multiplier:.3g}, Poisson batches, {accounting}; ε is the worst "
                 "client's): each client adds the "
                 "noise itself, so the server, the other clients and anyone who sees the models "
-                "learn only DP updates."
+                "learn only DP updates (each client's record count is treated as public)."
             )
         clip = (
             f"adaptive clip norm (start {c.clip_norm:g}, quantile {c.target_quantile:g})"

@@ -66,10 +66,10 @@ def train_dpsgd_clients(
     offsets = torch.as_tensor(pool.offsets[client_ids], device=device)
     rows = torch.where(valid, offsets[:, None] + columns, 0)
     x, y = pool.x[rows], pool.y[rows]  # [C, n_max, ...]
-    rates = torch.as_tensor(
-        client_sample_rates(sizes, plan.batch_size), dtype=torch.float32, device=device
+    rates = torch.as_tensor(  # float64: the sampled rate must be the q the events record
+        client_sample_rates(sizes, plan.batch_size), dtype=torch.float64, device=device
     )
-    expected_batch = (rates * sizes_t).unsqueeze(1)
+    expected_batch = (rates * sizes_t).unsqueeze(1).float()
     steps = torch.as_tensor([int(plan.num_steps(int(n))) for n in sizes], device=device)
     clip, sigma = plan.dp.max_grad_norm, plan.dp.noise_multiplier
 
@@ -83,7 +83,7 @@ def train_dpsgd_clients(
     loss_sum = torch.zeros(len(client_ids), device=device)
     for s in range(int(steps.max())):
         active = (steps > s).to(torch.float32)
-        uniform = torch.rand(valid.shape, generator=generator, device=device)
+        uniform = torch.rand(valid.shape, generator=generator, device=device, dtype=torch.float64)
         sampled = ((uniform < rates[:, None]) & valid).to(torch.float32)
         grads = vmap(clipped_sum)(params, x, y, sampled)
         with torch.no_grad():

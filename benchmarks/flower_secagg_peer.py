@@ -1,0 +1,448 @@
+"""Flower SecAgg+ peer harness: run Flower's own SecAgg+ on a synthetic workload, time it.
+
+This module drives **Flower 1.41's SecAgg+** (``flwr.server.workflow.SecAggPlusWorkflow`` on
+the server, ``flwr.client.mod.secaggplus_mod`` on the clients) in Flower's Simulation Runtime
+(``flwr.simulation.run_simulation``, Ray backend, in-process), so that veil's SecAgg+ can be
+compared with it. It does not import veil.
+
+What runs
+---------
+* Clients: a legacy ``ClientApp(client_fn, mods=[<timing/dropout mod>, secaggplus_mod])``
+  whose ``NumPyClient.fit`` returns client ``c``'s fixed input
+  ``default_rng([seed, c]).uniform(-0.5, 0.5, num_params)`` (float32, one array) with weight
+  ``num_examples=1``. ``c`` is ``node_config["partition-id"]``.
+* Server: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with a ``LegacyContext``
+  and the legacy ``flwr.server.strategy.FedAvg`` (all ``num_clients`` sampled, evaluation off),
+  which is the only way SecAgg+ is wired to a strategy in 1.41. The workflow runs its four
+  stages (setup -> share keys -> collect masked vectors -> unmask), each one
+  ``grid.send_and_receive`` round trip to every still-active client.
+* The aggregate is what Flower obtains: SecAgg+ sums ``[w, w * x]`` (quantized, masked), the
+  server unmasks and divides by the summed weight, i.e. the **weighted average** (weights are
+  all 1, so the plain mean) of the inputs it included; FedAvg then passes it through.
+  ``max_weight=1`` (as Flower's SecAgg+ example does) keeps the full quantization resolution;
+  Flower's default ``max_weight=1000`` would scale inputs by 1/1000 before quantizing.
+
+Dropout after masked input
+--------------------------
+``round(dropout_fraction * num_clients)`` clients, drawn from ``seed``, run the first three
+stages normally (their masked input reaches the server) and then answer the **unmask** stage
+with an error reply (``ErrorCode.NODE_UNAVAILABLE``, returned by the outer mod before
+``secaggplus_mod`` runs), which is how the Simulation Runtime reports a failed node. Flower's
+``unmask_stage`` fixes the active set *before* that stage, so these clients count as alive:
+their inputs stay in the sum and their self-mask seeds are rebuilt from the neighbours' shares,
+exactly the SecAgg+ semantics for a dropout after the masked-input round. The aggregate must
+therefore equal the mean over **all** clients that sent masked input (``included_clients``,
+read from the results Flower hands to ``aggregate_fit``), not over the survivors of unmask.
+No SecAgg+ timeout is waited out: the error reply arrives at once.
+
+Defaults: Flower has none for ``num_shares``/``reconstruction_threshold`` (its example uses
+3 and 2 for 5 clients, which does not survive 10 % dropouts at scale). Following the SecAgg+
+paper's ``k = O(log n)`` guidance and Flower's "odd number of shares" rule, the default is
+``num_shares = min(n, 2 * ceil(log2 n) + 1)`` and ``reconstruction_threshold = num_shares //
+2 + 1`` (a majority of each neighbourhood). Flower builds the neighbour ring itself (random).
+
+What is measured (perf_counter / time.time)
+-------------------------------------------
+* ``startup_s``: from the call until the first client starts the first SecAgg+ stage in a Ray
+  actor (``ray.init``, SuperNode registration, actor processes).
+* ``warmup_round_s``: with ``warmup_rounds=1`` (default) one full SecAgg+ round without
+  dropouts runs first, so the measured round pays no actor start-up; it is reported here.
+* ``round_s``: the measured (last) round, from the strategy's ``configure_fit`` (setup stage)
+  to the end of its ``aggregate_fit`` (after unmasking): the server's view of the protocol,
+  incl. Flower's 0.1 s message polling. ``stage_s`` splits it per stage (server wall time).
+* ``client_s`` / ``client_cpu_s``: inside the ClientApp, wall / process CPU time around
+  ``secaggplus_mod`` (incl. the trivial ``fit``), summed over the four stages, averaged over
+  the clients that completed all four stages of the measured round. Ray/serialization
+  overhead outside the ClientApp is excluded.
+
+Flower's console logging is lowered to WARNING during the run; errors are still shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Flower reads this at import time; the harness must not phone home.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+__all__ = ["FlowerSecAggRun", "default_secagg_params", "run_flower_secagg"]
+
+_TIMING_KEY = "veil-secagg-timing"
+_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
+_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_EXPECTED_FLWR_WARNINGS = (
+    "The `run_simulation` function is deprecated",
+    "Manually terminating ClientAppActor",
+    "DEPRECATED FEATURE",
+    "No fit_metrics_aggregation_fn provided",
+)
+
+
+@dataclass(frozen=True)
+class FlowerSecAggRun:
+    """Timings and result of one Flower SecAgg+ run (see the module docstring)."""
+
+    num_clients: int
+    num_params: int
+    num_shares: int  # SecAgg+ neighbours per client, itself included (Flower's num_shares)
+    reconstruction_threshold: int
+    dropped: int  # clients that sent their masked input, then failed the unmask stage
+    round_s: float
+    client_s: float
+    startup_s: float
+    aggregate: np.ndarray  # mean (weights 1) of the included inputs, as Flower obtained it
+    expected: np.ndarray  # the same mean computed in the clear (float64)
+    max_abs_error: float
+    version: str
+    client_cpu_s: float = 0.0
+    warmup_round_s: float | None = None
+    stage_s: dict[str, float] = field(default_factory=dict)
+    client_stage_s: dict[str, float] = field(default_factory=dict)
+    included_clients: tuple[int, ...] = ()
+    dropped_clients: tuple[int, ...] = ()
+
+
+def default_secagg_params(num_clients: int) -> tuple[int, int]:
+    """``(num_shares, reconstruction_threshold)`` used when the caller gives none."""
+    k = min(num_clients, 2 * math.ceil(math.log2(max(num_clients, 2))) + 1)
+    return k, k // 2 + 1
+
+
+def client_input(seed: int, client: int, num_params: int) -> np.ndarray:
+    """Client ``client``'s input vector (float32)."""
+    rng = np.random.default_rng([seed, client])
+    return rng.uniform(-0.5, 0.5, num_params).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _client_fn(context: Any, *, seed: int, num_params: int) -> Any:
+    from flwr.client import NumPyClient
+
+    cid = int(context.node_config["partition-id"])
+
+    class _Client(NumPyClient):
+        def fit(self, parameters, config):
+            return [client_input(seed, cid, num_params)], 1, {}
+
+    return _Client().to_client()
+
+
+def _timing_dropout_mod(msg: Any, ctx: Any, call_next: Any, *, drop: frozenset, drop_round: str):
+    """Outermost mod: simulate the unmask-stage dropout; time ``secaggplus_mod`` otherwise."""
+    from flwr.app import Error, Message, MetricRecord
+    from flwr.app.message_type import MessageType
+    from flwr.common.constant import ErrorCode
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    logger = logging.getLogger("flwr")
+    if not getattr(logger, "_veil_secagg_quiet", False):  # once per actor process
+        logger.addFilter(_DropExpected())
+        logger._veil_secagg_quiet = True  # type: ignore[attr-defined]
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, ctx)
+    stage = str(msg.content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
+    cid = int(ctx.node_config["partition-id"])
+    if stage == "unmask" and cid in drop and msg.metadata.group_id == drop_round:
+        reason = f"simulated dropout of client {cid} after sending its masked input"
+        return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason=reason), reply_to=msg)
+    started, w0, c0 = time.time(), time.perf_counter(), time.process_time()
+    out = call_next(msg, ctx)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    out.content[_TIMING_KEY] = MetricRecord(
+        {"wall": wall, "cpu": cpu, "start": started, "cid": cid}
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- server side
+
+
+class _Recorder:
+    """Timestamps and results shared between the server thread and the caller."""
+
+    def __init__(self) -> None:
+        self.round_starts: dict[int, float] = {}
+        self.round_s: dict[int, float] = {}
+        self.first_client_start: float | None = None
+        self.nid_to_cid: dict[int, int] = {}
+        self.stage_s: dict[int, dict[str, float]] = defaultdict(dict)
+        # round -> stage -> cid -> (wall, cpu)
+        self.client: dict[int, dict[str, dict[int, tuple[float, float]]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
+        self.errors: dict[int, dict[str, list[tuple[int, str]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self.included_nids: dict[int, list[int]] = {}
+        self.aggregate: np.ndarray | None = None
+
+
+class _TimedGrid:
+    """Delegates to Flower's grid; times each SecAgg+ stage and collects client timings."""
+
+    def __init__(self, grid: Any, recorder: _Recorder) -> None:
+        self._grid = grid
+        self._rec = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+        messages = list(messages)
+        cfg = messages[0].content.config_records.get(RECORD_KEY_CONFIGS) if messages else None
+        if cfg is None or Key.STAGE not in cfg:
+            return self._grid.send_and_receive(messages, timeout=timeout)
+        stage, rnd = str(cfg[Key.STAGE]), int(messages[0].metadata.group_id)
+        t0 = time.perf_counter()
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self._rec.stage_s[rnd][stage] = time.perf_counter() - t0
+        for m in replies:
+            nid = m.metadata.src_node_id
+            if m.has_error():
+                self._rec.errors[rnd][stage].append((nid, str(m.error.reason)))
+                continue
+            t = m.content.metric_records[_TIMING_KEY]
+            cid = int(t["cid"])
+            self._rec.nid_to_cid[nid] = cid
+            self._rec.client[rnd][stage][cid] = (float(t["wall"]), float(t["cpu"]))
+            first = self._rec.first_client_start
+            if first is None or float(t["start"]) < first:
+                self._rec.first_client_start = float(t["start"])
+        return replies
+
+
+def _make_strategy(recorder: _Recorder, num_clients: int, num_params: int):
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg
+
+    class TimedFedAvg(FedAvg):
+        def configure_fit(self, server_round, parameters, client_manager):
+            recorder.round_starts[server_round] = time.perf_counter()
+            return super().configure_fit(server_round, parameters, client_manager)
+
+        def aggregate_fit(self, server_round, results, failures):
+            out = super().aggregate_fit(server_round, results, failures)
+            recorder.round_s[server_round] = (
+                time.perf_counter() - recorder.round_starts[server_round]
+            )
+            recorder.included_nids[server_round] = [p.node_id for p, _ in results]
+            if out[0] is not None:
+                recorder.aggregate = parameters_to_ndarrays(out[0])[0]
+            return out
+
+    return TimedFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=num_clients,
+        min_evaluate_clients=0,
+        min_available_clients=num_clients,
+        initial_parameters=ndarrays_to_parameters([np.zeros(num_params, np.float32)]),
+    )
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(s in text for s in _EXPECTED_FLWR_WARNINGS)
+
+
+@contextlib.contextmanager
+def _quiet_flower() -> Iterator[None]:
+    logger = logging.getLogger("flwr")
+    old_level, drop = logger.level, _DropExpected()
+    logger.setLevel(logging.WARNING)
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Tip: In future versions of Ray")
+            yield
+    finally:
+        logger.removeFilter(drop)
+        logger.setLevel(old_level)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_flower_secagg(
+    num_clients: int,
+    num_params: int,
+    *,
+    dropout_fraction: float = 0.1,
+    num_shares: int | None = None,
+    reconstruction_threshold: int | None = None,
+    clipping_range: float = 1.0,
+    quantization_range: int = 2**22,
+    modulus_range: int = 2**32,
+    max_weight: float = 1.0,
+    seed: int = 0,
+    timeout_s: float = 600,
+    warmup_rounds: int = 1,
+    client_num_cpus: float = 0.5,
+    total_cpus: int = 2,
+) -> FlowerSecAggRun:
+    """Run one measured SecAgg+ round (after ``warmup_rounds``) on Flower; see module doc.
+
+    ``timeout_s`` is Flower's per-stage SecAgg+ timeout. Ray is started here and shut down
+    before returning; it must not already be running. Raises if Flower halts the protocol.
+    """
+    if num_clients < 3 or num_params < 1:
+        raise ValueError("need num_clients >= 3 and num_params >= 1")
+    if not 0.0 <= dropout_fraction < 1.0 or warmup_rounds not in (0, 1):
+        raise ValueError("need 0 <= dropout_fraction < 1 and warmup_rounds in (0, 1)")
+    k = default_secagg_params(num_clients)[0] if num_shares is None else num_shares
+    t = k // 2 + 1 if reconstruction_threshold is None else reconstruction_threshold
+    num_drop = math.floor(dropout_fraction * num_clients + 0.5)
+    drop = frozenset(
+        int(c) for c in np.random.default_rng([seed, 7]).permutation(num_clients)[:num_drop]
+    )
+
+    import flwr
+    import ray
+    from flwr.client import ClientApp
+    from flwr.client.mod import secaggplus_mod
+    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.simulation import run_simulation
+
+    if ray.is_initialized():
+        raise RuntimeError("run_flower_secagg starts and stops its own Ray; it is running")
+    rounds = warmup_rounds + 1
+    recorder = _Recorder()
+    workflow = SecAggPlusWorkflow(
+        num_shares=k,
+        reconstruction_threshold=t,
+        max_weight=max_weight,
+        clipping_range=clipping_range,
+        quantization_range=quantization_range,
+        modulus_range=modulus_range,
+        timeout=timeout_s,
+    )
+
+    pythonpath = os.pathsep.join([p for p in sys.path if p])
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    env_vars = {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"}
+    env_vars.update({v: "1" for v in _THREAD_ENV_VARS})
+    # Ship this module's client code to the actors by value (it may be loaded by file path,
+    # and opacus installs a stray top-level ``benchmarks`` package that shadows ours).
+    this_module = sys.modules.get(__name__)
+    by_value = this_module is not None and __name__ not in set(
+        ray.cloudpickle.list_registry_pickle_by_value()
+    )
+    if by_value:
+        ray.cloudpickle.register_pickle_by_value(this_module)
+
+    t_call = time.time()
+    try:
+        with _quiet_flower():
+            server_app = ServerApp()
+
+            @server_app.main()
+            def _main(grid: Any, context: Any) -> None:
+                ctx = LegacyContext(
+                    context=context,
+                    config=ServerConfig(num_rounds=rounds),
+                    strategy=_make_strategy(recorder, num_clients, num_params),
+                )
+                DefaultWorkflow(fit_workflow=workflow)(_TimedGrid(grid, recorder), ctx)
+
+            def client_fn(context: Any) -> Any:  # Flower requires exactly this signature
+                return _client_fn(context, seed=seed, num_params=num_params)
+
+            client_app = ClientApp(
+                client_fn=client_fn,
+                mods=[
+                    functools.partial(_timing_dropout_mod, drop=drop, drop_round=str(rounds)),
+                    secaggplus_mod,
+                ],
+            )
+            ray.init(
+                num_cpus=total_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                runtime_env={"env_vars": env_vars},
+            )
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_clients,
+                backend_config={"client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0}},
+            )
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if by_value:
+            ray.cloudpickle.unregister_pickle_by_value(this_module)
+
+    errors = {s: e for s, e in recorder.errors[rounds].items() if e}
+    if rounds not in recorder.round_s or recorder.aggregate is None:
+        raise RuntimeError(f"Flower's SecAgg+ round did not complete; client errors: {errors}")
+    unexpected = {(r, s): e for r, st in recorder.errors.items() for s, e in st.items() if e}
+    unexpected.pop((rounds, "unmask"), None)
+    if unexpected:
+        raise RuntimeError(f"unexpected Flower client errors (round, stage): {unexpected}")
+    dropped = sorted(recorder.nid_to_cid[n] for n, _ in errors.get("unmask", []))
+    if set(dropped) != drop:
+        raise RuntimeError(f"clients {dropped} dropped, expected {sorted(drop)}")
+    included = sorted(recorder.nid_to_cid[n] for n in recorder.included_nids[rounds])
+    expected = np.mean(
+        [client_input(seed, c, num_params).astype(np.float64) for c in included], axis=0
+    )
+    aggregate = np.asarray(recorder.aggregate, dtype=np.float64)
+
+    timings = recorder.client[rounds]
+    full = [c for c in range(num_clients) if all(c in timings[s] for s in _STAGES)]
+    if not full:
+        raise RuntimeError("no client completed all four SecAgg+ stages")
+    assert recorder.first_client_start is not None
+    return FlowerSecAggRun(
+        num_clients=num_clients,
+        num_params=num_params,
+        num_shares=k,
+        reconstruction_threshold=t,
+        dropped=len(dropped),
+        round_s=recorder.round_s[rounds],
+        client_s=float(np.mean([sum(timings[s][c][0] for s in _STAGES) for c in full])),
+        startup_s=recorder.first_client_start - t_call,
+        aggregate=aggregate,
+        expected=expected,
+        max_abs_error=float(np.max(np.abs(aggregate - expected))),
+        version=flwr.__version__,
+        client_cpu_s=float(np.mean([sum(timings[s][c][1] for s in _STAGES) for c in full])),
+        warmup_round_s=recorder.round_s.get(1) if warmup_rounds else None,
+        stage_s={s: recorder.stage_s[rounds].get(s, float("nan")) for s in _STAGES},
+        client_stage_s={s: float(np.mean([v[0] for v in timings[s].values()])) for s in _STAGES},
+        included_clients=tuple(included),
+        dropped_clients=tuple(dropped),
+    )
+
+
+if __name__ == "__main__":  # python benchmarks/flower_secagg_peer.py N P
+    _n, _p = (int(a) for a in sys.argv[1:3])
+    _r = run_flower_secagg(_n, _p)
+    print(
+        f"flwr {_r.version}: {_n} clients x {_p} params, k={_r.num_shares} t="
+        f"{_r.reconstruction_threshold}, dropped {_r.dropped}: round {_r.round_s:.2f} s "
+        f"(warm-up {_r.warmup_round_s:.2f} s), client {_r.client_s:.3f} s wall / "
+        f"{_r.client_cpu_s:.3f} s cpu, startup {_r.startup_s:.2f} s, "
+        f"max|err| {_r.max_abs_error:.2e}, stages {_r.stage_s}"
+    )
