@@ -1,61 +1,52 @@
 """Flower SecAgg+ peer harness: run Flower's own SecAgg+ on a synthetic workload, time it.
 
-This module drives **Flower 1.41's SecAgg+** (``flwr.server.workflow.SecAggPlusWorkflow`` on
-the server, ``flwr.client.mod.secaggplus_mod`` on the clients) in Flower's Simulation Runtime
-(``flwr.simulation.run_simulation``, Ray backend, in-process), so that veil's SecAgg+ can be
-compared with it. It does not import veil.
+Drives **Flower 1.41's SecAgg+** (``SecAggPlusWorkflow`` on the server, ``secaggplus_mod`` on
+the clients) in Flower's Simulation Runtime (``flwr.simulation.run_simulation``, Ray backend,
+in-process) so that veil's SecAgg+ can be compared with it. It does not import veil.
 
 What runs
 ---------
-* Clients: a legacy ``ClientApp(client_fn, mods=[<timing/dropout mod>, secaggplus_mod])``
-  whose ``NumPyClient.fit`` returns client ``c``'s fixed input
-  ``default_rng([seed, c]).uniform(-0.5, 0.5, num_params)`` (float32, one array) with weight
-  ``num_examples=1``. ``c`` is ``node_config["partition-id"]``.
-* Server: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with a ``LegacyContext``
-  and the legacy ``flwr.server.strategy.FedAvg`` (all ``num_clients`` sampled, evaluation off),
-  which is the only way SecAgg+ is wired to a strategy in 1.41. The workflow runs its four
-  stages (setup -> share keys -> collect masked vectors -> unmask), each one
-  ``grid.send_and_receive`` round trip to every still-active client.
-* The aggregate is what Flower obtains: SecAgg+ sums ``[w, w * x]`` (quantized, masked), the
-  server unmasks and divides by the summed weight, i.e. the **weighted average** (weights are
-  all 1, so the plain mean) of the inputs it included; FedAvg then passes it through.
-  ``max_weight=1`` (as Flower's SecAgg+ example does) keeps the full quantization resolution;
-  Flower's default ``max_weight=1000`` would scale inputs by 1/1000 before quantizing.
+* Clients: legacy ``ClientApp(client_fn, mods=[<timing/dropout mod>, secaggplus_mod])`` whose
+  ``NumPyClient.fit`` returns ``client_input(seed, c, num_params)`` (float32) with weight 1,
+  ``c = node_config["partition-id"]``.
+* Server: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``, ``LegacyContext``, legacy
+  ``FedAvg`` (all clients sampled, no evaluation): SecAgg+'s wiring in 1.41. Four stages
+  (setup, share_keys, collect_masked_vectors, unmask), each one ``send_and_receive``.
+* Aggregate: the server unmasks the sum of quantized ``[w, w * x]`` and divides by the summed
+  weight: the **mean** (weights 1) of the included inputs, passed through by FedAvg. Stochastic
+  rounding keeps it within ``2 * clipping_range / quantization_range`` of the clear mean;
+  ``max_weight=1`` (as in Flower's example) makes it so; the default 1000 gives ~1000x the error.
 
 Dropout after masked input
 --------------------------
-``round(dropout_fraction * num_clients)`` clients, drawn from ``seed``, run the first three
-stages normally (their masked input reaches the server) and then answer the **unmask** stage
-with an error reply (``ErrorCode.NODE_UNAVAILABLE``, returned by the outer mod before
-``secaggplus_mod`` runs), which is how the Simulation Runtime reports a failed node. Flower's
-``unmask_stage`` fixes the active set *before* that stage, so these clients count as alive:
-their inputs stay in the sum and their self-mask seeds are rebuilt from the neighbours' shares,
-exactly the SecAgg+ semantics for a dropout after the masked-input round. The aggregate must
-therefore equal the mean over **all** clients that sent masked input (``included_clients``,
-read from the results Flower hands to ``aggregate_fit``), not over the survivors of unmask.
-No SecAgg+ timeout is waited out: the error reply arrives at once.
+``round(dropout_fraction * num_clients)`` clients (drawn from ``seed``) run the first three
+stages normally and answer the **unmask** stage with an error reply (``NODE_UNAVAILABLE``,
+returned by the outer mod before ``secaggplus_mod``), as the runtime reports a failed node; no
+timeout is waited out. Flower's ``unmask_stage`` fixes its active set *before* that round trip,
+so these clients' masked inputs stay in the sum and their self-mask seeds are rebuilt from the
+neighbours' shares (SecAgg+ semantics for a dropout after the masked-input round). The
+aggregate is thus the mean over **all** clients that sent masked input (``included_clients``,
+read from the results Flower hands to ``aggregate_fit``), not over the unmask survivors.
 
-Defaults: Flower has none for ``num_shares``/``reconstruction_threshold`` (its example uses
-3 and 2 for 5 clients, which does not survive 10 % dropouts at scale). Following the SecAgg+
-paper's ``k = O(log n)`` guidance and Flower's "odd number of shares" rule, the default is
-``num_shares = min(n, 2 * ceil(log2 n) + 1)`` and ``reconstruction_threshold = num_shares //
-2 + 1`` (a majority of each neighbourhood). Flower builds the neighbour ring itself (random).
+Defaults: Flower has none (its example: 3 shares, threshold 2, 5 clients). Per the SecAgg+
+paper's ``k = O(log n)`` and Flower's odd-share rule: ``num_shares = min(n, 2*ceil(log2 n)+1)``,
+``reconstruction_threshold = num_shares // 2 + 1`` (a neighbourhood majority).
 
-What is measured (perf_counter / time.time)
--------------------------------------------
-* ``startup_s``: from the call until the first client starts the first SecAgg+ stage in a Ray
-  actor (``ray.init``, SuperNode registration, actor processes).
-* ``warmup_round_s``: with ``warmup_rounds=1`` (default) one full SecAgg+ round without
-  dropouts runs first, so the measured round pays no actor start-up; it is reported here.
-* ``round_s``: the measured (last) round, from the strategy's ``configure_fit`` (setup stage)
-  to the end of its ``aggregate_fit`` (after unmasking): the server's view of the protocol,
-  incl. Flower's 0.1 s message polling. ``stage_s`` splits it per stage (server wall time).
-* ``client_s`` / ``client_cpu_s``: inside the ClientApp, wall / process CPU time around
-  ``secaggplus_mod`` (incl. the trivial ``fit``), summed over the four stages, averaged over
-  the clients that completed all four stages of the measured round. Ray/serialization
-  overhead outside the ClientApp is excluded.
+What is measured
+----------------
+* ``startup_s``: call -> first client starting a SecAgg+ stage in a Ray actor.
+* ``warmup_round_s``: ``warmup_rounds=1`` (default) runs one round without dropouts first, so
+  the measured round pays no actor start-up.
+* ``round_s``: measured round, strategy ``configure_fit`` -> end of ``aggregate_fit`` (server
+  view, incl. Flower's 0.1 s polling). ``stage_s``: each stage's round trip; the server's
+  unmasking work (share combination, mask regeneration) is the rest of ``round_s``.
+* ``client_s`` / ``client_cpu_s``: wall / process-CPU time inside the ClientApp around
+  ``secaggplus_mod`` (incl. the trivial ``fit``), summed over the four stages, mean over the
+  clients that completed all four. With more actors than cores, wall includes CPU waits.
 
-Flower's console logging is lowered to WARNING during the run; errors are still shown.
+Not bit-reproducible: Flower's neighbour ring (``random``) and stochastic rounding
+(``np.random``) are unseeded. Flower's mask PRG is ``np.random.RandomState`` seeded with a
+32-bit fold of the key (fast, not cryptographic). Flower logging is lowered to WARNING.
 """
 
 from __future__ import annotations
@@ -82,7 +73,6 @@ __all__ = ["FlowerSecAggRun", "default_secagg_params", "run_flower_secagg"]
 
 _TIMING_KEY = "veil-secagg-timing"
 _STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
-_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _EXPECTED_FLWR_WARNINGS = (
     "The `run_simulation` function is deprecated",
     "Manually terminating ClientAppActor",
@@ -178,16 +168,11 @@ class _Recorder:
     def __init__(self) -> None:
         self.round_starts: dict[int, float] = {}
         self.round_s: dict[int, float] = {}
-        self.first_client_start: float | None = None
+        self.first_client_start = math.inf
         self.nid_to_cid: dict[int, int] = {}
         self.stage_s: dict[int, dict[str, float]] = defaultdict(dict)
-        # round -> stage -> cid -> (wall, cpu)
-        self.client: dict[int, dict[str, dict[int, tuple[float, float]]]] = defaultdict(
-            lambda: defaultdict(dict)
-        )
-        self.errors: dict[int, dict[str, list[tuple[int, str]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
+        self.client: Any = defaultdict(lambda: defaultdict(dict))  # rnd, stage, cid: (wall, cpu)
+        self.errors: Any = defaultdict(lambda: defaultdict(list))  # rnd, stage: [(nid, reason)]
         self.included_nids: dict[int, list[int]] = {}
         self.aggregate: np.ndarray | None = None
 
@@ -222,9 +207,7 @@ class _TimedGrid:
             cid = int(t["cid"])
             self._rec.nid_to_cid[nid] = cid
             self._rec.client[rnd][stage][cid] = (float(t["wall"]), float(t["cpu"]))
-            first = self._rec.first_client_start
-            if first is None or float(t["start"]) < first:
-                self._rec.first_client_start = float(t["start"])
+            self._rec.first_client_start = min(self._rec.first_client_start, float(t["start"]))
         return replies
 
 
@@ -339,8 +322,7 @@ def run_flower_secagg(
     pythonpath = os.pathsep.join([p for p in sys.path if p])
     if os.environ.get("PYTHONPATH"):
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
-    env_vars = {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"}
-    env_vars.update({v: "1" for v in _THREAD_ENV_VARS})
+    env_vars = {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     # Ship this module's client code to the actors by value (it may be loaded by file path,
     # and opacus installs a stray top-level ``benchmarks`` package that shadows ours).
     this_module = sys.modules.get(__name__)
@@ -411,9 +393,6 @@ def run_flower_secagg(
 
     timings = recorder.client[rounds]
     full = [c for c in range(num_clients) if all(c in timings[s] for s in _STAGES)]
-    if not full:
-        raise RuntimeError("no client completed all four SecAgg+ stages")
-    assert recorder.first_client_start is not None
     return FlowerSecAggRun(
         num_clients=num_clients,
         num_params=num_params,
@@ -436,13 +415,7 @@ def run_flower_secagg(
     )
 
 
-if __name__ == "__main__":  # python benchmarks/flower_secagg_peer.py N P
-    _n, _p = (int(a) for a in sys.argv[1:3])
-    _r = run_flower_secagg(_n, _p)
-    print(
-        f"flwr {_r.version}: {_n} clients x {_p} params, k={_r.num_shares} t="
-        f"{_r.reconstruction_threshold}, dropped {_r.dropped}: round {_r.round_s:.2f} s "
-        f"(warm-up {_r.warmup_round_s:.2f} s), client {_r.client_s:.3f} s wall / "
-        f"{_r.client_cpu_s:.3f} s cpu, startup {_r.startup_s:.2f} s, "
-        f"max|err| {_r.max_abs_error:.2e}, stages {_r.stage_s}"
-    )
+if __name__ == "__main__":  # python benchmarks/flower_secagg_peer.py NUM_CLIENTS NUM_PARAMS
+    _r = run_flower_secagg(int(sys.argv[1]), int(sys.argv[2]))
+    _skip = ("aggregate", "expected", "included_clients")
+    print({k: v for k, v in vars(_r).items() if k not in _skip})

@@ -20,6 +20,7 @@ from veil.models.zoo import ACTIVATIONS, MODELS
 from veil.privacy.accounting import ACCOUNTANTS
 from veil.privacy.ldp import MAX_EPSILON, ORACLES
 from veil.runtime.sim import ENGINES
+from veil.secagg.messages import STAGES
 
 
 class Section(BaseModel):
@@ -169,6 +170,25 @@ class PrivacyConfig(Section):
         return self.budget_epsilon if self.budget_epsilon is not None else self.target_epsilon
 
 
+class SecureAggregationConfig(Section):
+    """SecAgg+ (Bell et al. 2020): the server learns only the sum of the surviving clients'
+    updates. Defaults: k = n − 1 up to 32 clients, else ≈ 3·log2(n); t = ⌊k/2⌋ + 1."""
+
+    protocol: Literal["secagg+"] = "secagg+"
+    neighbors: int | None = Field(None, ge=1, description="k: neighbours of each client")
+    threshold: int | None = Field(None, ge=1, description="t: shares needed to unmask")
+    min_survivors: int | None = Field(
+        None, ge=1, description="fewest inputs a sum may have (default: t)"
+    )
+    bits: int = Field(32, ge=8, le=64, description="arithmetic in Z_{2^bits}")
+    clip_norm: float | None = Field(
+        None, gt=0, description="L2 bound before quantizing (default: privacy.clip_norm)"
+    )
+    post_quantum: bool = Field(False, description="X25519 + ML-KEM-768 hybrid pairwise keys")
+    simulated_dropout: float = Field(0.0, ge=0, lt=1, description="each client's drop chance")
+    dropout_stage: Literal[STAGES] = "unmasking"
+
+
 class FrequencyConfig(Section):
     """Local-DP frequency estimation: phones report one typed word each through an oracle."""
 
@@ -194,6 +214,7 @@ class RunConfig(Section):
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     privacy: PrivacyConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
     frequency: FrequencyConfig | None = None
 
     @model_validator(mode="after")
@@ -205,6 +226,8 @@ class RunConfig(Section):
                 raise ValueError(
                     "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
                 )
+            if self.secure_aggregation is not None:
+                raise ValueError("secure_aggregation applies to task federated_training")
         elif self.frequency is not None:
             raise ValueError("a frequency section needs task: frequency_estimation")
         return self

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from veil.claims import privacy_claim
+from veil.secagg.federated import SecurePlan, secure_plan
 from veil.config import RunConfig
 from veil.data import FederatedData, federate, load_dataset
 from veil.errors import ConfigError, PrivacyBudgetExceeded
@@ -54,6 +55,7 @@ class Experiment:
     transport: SimulatedTransport
     state: ServerState
     privacy: DpPlan | None = None
+    secure: SecurePlan | None = None
 
 
 def build_sampler(config: RunConfig) -> ClientSampler:
@@ -73,15 +75,23 @@ def build_local_training(config: RunConfig) -> LocalTraining:
     return LocalTraining(c.lr, c.batch_size, c.local_steps, epochs, c.prox_mu)
 
 
-def build_plan(config: RunConfig, privacy: DpPlan | None = None) -> RoundPlan:
-    """The round plan: sampler, local training, encoder and aggregator chains (plain FedAvg, or
-    DP-FedAvg's clipping and noise), server optimizer."""
+def build_plan(
+    config: RunConfig, privacy: DpPlan | None = None, secure: SecurePlan | None = None
+) -> RoundPlan:
+    """The round plan: sampler, local training, encoder and aggregator chains (plain FedAvg;
+    DP-FedAvg's clipping and noise; or SecAgg+, with distributed noise under DP), server
+    optimizer."""
     server = config.server
+    encoder, aggregator = identity(), weighted_mean()
+    if secure:
+        encoder, aggregator = secure.encoder, secure.aggregator
+    elif privacy:
+        encoder, aggregator = privacy.encoder, privacy.aggregator
     return RoundPlan(
         sampler=build_sampler(config),
         local=replace(build_local_training(config), dp=privacy.local_dp if privacy else None),
-        encoder=privacy.encoder if privacy else identity(),
-        aggregator=privacy.aggregator if privacy else weighted_mean(),
+        encoder=encoder,
+        aggregator=aggregator,
         server_optimizer=build_server_optimizer(server.optimizer, **server.hyperparameters()),
         seed=config.seed,
         noise_seed_for_testing=config.privacy.noise_seed_for_testing if config.privacy else None,
@@ -120,7 +130,11 @@ def build_experiment(config: RunConfig) -> Experiment:
     privacy = (
         dp_plan(config, build_local_training(config), data.train_sizes) if config.privacy else None
     )
-    plan = build_plan(config, privacy)
+    secure = None
+    if config.secure_aggregation:
+        length = sum(p.numel() for p in module.parameters())
+        secure = secure_plan(config, data.num_clients, length, privacy)
+    plan = build_plan(config, privacy, secure)
     plan.sampler.check(data.num_clients)
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
@@ -134,7 +148,7 @@ def build_experiment(config: RunConfig) -> Experiment:
     )
     model = FunctionalModel(transport.module)
     state = init_server_state(model.init_params(), plan)
-    return Experiment(config, data, model, plan, transport, state, privacy)
+    return Experiment(config, data, model, plan, transport, state, privacy, secure)
 
 
 @contextmanager
@@ -197,6 +211,15 @@ def client_records(experiment: Experiment) -> list[dict[str, Any]]:
 
 def _finite(value: float) -> float | None:
     return None if np.isnan(value) else value
+
+
+def run_claim(experiment: Experiment, epsilon: float | None, rounds: int) -> str:
+    """The run's one-sentence privacy claim (DP, secure aggregation, both, or neither)."""
+    if experiment.secure:
+        return experiment.secure.claim(experiment.config, experiment.privacy, epsilon, rounds)
+    if experiment.privacy:
+        return experiment.privacy.claim(epsilon, rounds)
+    return privacy_claim(experiment.config, len(experiment.data.clients))
 
 
 def run_experiment(
@@ -272,9 +295,7 @@ def execute(
         "loss": loss,
         "epsilon": epsilon,
         "delta": ledger.settings.delta if ledger else None,
-        "claim": experiment.privacy.claim(epsilon, rounds_done)
-        if experiment.privacy
-        else privacy_claim(config, len(experiment.data.clients)),
+        "claim": run_claim(experiment, epsilon, rounds_done),
         "rounds": rounds_done,
         "stopped": stopped,
         "seconds": time.perf_counter() - started,

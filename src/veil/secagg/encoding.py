@@ -40,10 +40,16 @@ class RingEncoding:
 
 
 def choose_encoding(
-    bits: int, clip_norm: float, max_clients: int, length: int, noise_to_sensitivity: float = 0.0
+    bits: int,
+    clip_norm: float,
+    max_clients: int,
+    length: int,
+    noise_to_sensitivity: float = 0.0,
+    max_scale: float = math.inf,
 ) -> RingEncoding:
     """The largest scale s for which ``max_clients`` clipped, rounded updates plus noise of
-    std ``noise_to_sensitivity``·(Cs + √d) in total cannot wrap around 2^(bits−1). Refuses
+    std ``noise_to_sensitivity``·(Cs + √d) in total cannot wrap around 2^(bits−1), at most
+    ``max_scale`` (finer is pointless once the noise dwarfs the rounding). Refuses
     scales so coarse that C·s < √d (rounding error above a norm-C vector's RMS coordinate)."""
     ring_dtype(bits)
     if not (math.isfinite(clip_norm) and clip_norm > 0):
@@ -53,7 +59,7 @@ def choose_encoding(
     half = 2.0 ** (bits - 1) - 1
     noise = TAIL_STDS * noise_to_sensitivity
     room = half - max_clients - noise * math.sqrt(length)
-    scale = room / (clip_norm * (max_clients + noise))
+    scale = min(room / (clip_norm * (max_clients + noise)), max_scale)
     if scale * clip_norm < math.sqrt(length):  # coarser than a norm-C vector's RMS coordinate
         shortfall = math.sqrt(length) * clip_norm * (max_clients + noise) / max(room, 1.0)
         needed = bits + max(1, math.ceil(math.log2(max(2.0, shortfall))))

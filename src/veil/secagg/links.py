@@ -1,0 +1,134 @@
+"""SecAgg+ in the FL chain: a client encoder link and a server aggregator link.
+
+    encoder:    clip → scale → stochastic rounding (+ distributed DP noise) → Z_{2^b}
+    aggregator: SecAgg+ round among the batch's clients → ring sum → floats → ÷ denominator
+
+The aggregator drives the protocol through `veil.secagg.simulate` (the in-process transport:
+real client and server objects exchanging the message data classes); a network transport drives
+the same `SecAggClient`/`SecAggServer` stages. Encoding is batched over the clients (one tensor
+op for the whole batch); masks are expanded per seed straight into the batch's rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from veil.fl.links import ClientUpdates, Link
+from veil.params import Params, unflatten
+from veil.secagg.distributed_dp import client_noise, summed_noise_event
+from veil.secagg.encoding import RingEncoding, from_ring, to_ring
+from veil.secagg.simulate import Federation, new_round_setup, run_round
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """Protocol parameters of every round (see `veil.secagg.graph` for the defaults)."""
+
+    neighbours: int
+    threshold: int
+    min_survivors: int
+    encoding: RingEncoding
+    hybrid: bool = False
+    client_noise_std: float = 0.0  # σ_c of each client's discrete Gaussian share; 0: no DP
+    simulated_dropout: float = 0.0
+    dropout_stage: str = "unmasking"
+
+
+@dataclass(frozen=True)
+class RingUpdates(ClientUpdates):
+    """Client updates encoded in Z_{2^b}, one row per client (``deltas`` is left empty)."""
+
+    ring: np.ndarray
+    template: Params
+
+
+def secagg_encoder(settings: SecAggSettings) -> Link:
+    """Client side, before masking: encode each update (and add its noise share)."""
+
+    def apply(updates: ClientUpdates, state: None, key: torch.Generator):
+        n = updates.num_clients
+        template = {k: v.new_zeros(v.shape[1:]) for k, v in updates.deltas.items()}
+        rows = torch.cat(
+            [v.reshape(n, v.shape[1:].numel()) for v in updates.deltas.values()], dim=1
+        ).cpu()
+        generator = _cpu_generator(key)
+        noise = None
+        if settings.client_noise_std > 0 and n:
+            noise = client_noise(n, rows.shape[1], settings.client_noise_std, generator)
+        ring = to_ring(rows, settings.encoding, generator, noise)
+        return RingUpdates({}, updates.weights, updates.client_ids, ring, template), state, []
+
+    return Link(lambda params: None, apply)
+
+
+def secagg_aggregator(settings: SecAggSettings, denominator: float | None) -> Link:
+    """Server side: run SecAgg+ among the batch's clients and return Σ x / denominator
+    (``None``: the number of clients in the sum). Raises `ProtocolError` when the round fails.
+
+    With distributed DP, the event is that of a sum carrying ``min_survivors`` noise shares.
+    """
+    federation = Federation()
+
+    def apply(updates: RingUpdates, rounds_done: int, key: torch.Generator):
+        template = {
+            k: torch.zeros_like(v, dtype=torch.float64) for k, v in updates.template.items()
+        }
+        length = updates.ring.shape[1]
+        ids = [int(c) for c in updates.client_ids]
+        events = []
+        if settings.client_noise_std > 0:
+            events.append(
+                summed_noise_event(
+                    settings.client_noise_std,
+                    settings.encoding.sensitivity(length),
+                    settings.min_survivors,
+                    length,
+                )
+            )
+        if not ids:
+            zero = {k: v.float() for k, v in template.items()}
+            return zero, rounds_done + 1, events
+        setup = new_round_setup(
+            ids,
+            neighbours=min(settings.neighbours, len(ids) - 1) or 1,
+            threshold=settings.threshold,
+            min_survivors=settings.min_survivors,
+            bits=settings.encoding.bits,
+            length=length,
+            hybrid=settings.hybrid,
+            graph_seed=int(torch.randint(2**62, (1,), generator=_cpu_generator(key))),
+        )
+        inputs = {c: updates.ring[i] for i, c in enumerate(ids)}
+        report = run_round(setup, inputs, federation, _dropouts(ids, settings, key))
+        total = from_ring(report.total, settings.encoding)
+        divide_by = denominator if denominator is not None else len(report.survivors)
+        aggregate = unflatten((total / divide_by).float(), template)
+        like = next(iter(updates.template.values()))
+        return {k: v.to(like.device) for k, v in aggregate.items()}, rounds_done + 1, events
+
+    return Link(lambda params: 0, apply)
+
+
+def _dropouts(ids: list[int], settings: SecAggSettings, key: torch.Generator) -> dict[int, str]:
+    """Simulated dropouts: each client independently, at ``settings.dropout_stage``."""
+    if settings.simulated_dropout <= 0:
+        return {}
+    draws = torch.rand(len(ids), generator=_cpu_generator(key), dtype=torch.float64)
+    return {
+        c: settings.dropout_stage
+        for c, u in zip(ids, draws.tolist(), strict=True)
+        if u < settings.simulated_dropout
+    }
+
+
+def _cpu_generator(key: torch.Generator) -> torch.Generator:
+    return (
+        key
+        if key.device.type == "cpu"
+        else torch.Generator().manual_seed(
+            int(torch.randint(2**62, (1,), generator=key, device=key.device))
+        )
+    )
