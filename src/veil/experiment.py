@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from veil.claims import privacy_claim
-from veil.secagg.federated import SecurePlan, secure_plan
 from veil.config import RunConfig
 from veil.data import FederatedData, federate, load_dataset
 from veil.errors import ConfigError, PrivacyBudgetExceeded
@@ -42,6 +41,7 @@ from veil.privacy.ledger import PrivacyLedger
 from veil.report import write_json_atomic, write_report
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
 from veil.runtime.memory import keep_freed_memory
+from veil.secagg.federated import SecurePlan, secure_plan
 
 
 @dataclass

@@ -87,7 +87,7 @@ def test_small_shares_pay_the_tau_term():
     event = summed_noise_event(0.6, 1.0, 5, length=100)
     plain = 0.5 * (1.0 / (math.sqrt(5) * 0.6)) ** 2
     assert event.rho > plain
-    with pytest.raises(ConfigError, match="σ_c ≥ 0.5"):
+    with pytest.raises(ConfigError, match=r"σ_c ≥ 0\.5"):
         summed_noise_event(0.4, 1.0, 5, 10)
 
 

@@ -22,7 +22,6 @@ from veil.secagg.encoding import choose_encoding
 from veil.secagg.graph import default_neighbours, default_threshold
 from veil.secagg.links import SecAggSettings, secagg_aggregator, secagg_encoder
 
-
 MAX_CLIENT_STD = 1e6
 
 
@@ -47,7 +46,10 @@ class SecurePlan:
     ) -> str:
         """One sentence: the secure-sum clause joined to the DP guarantee (if any)."""
         if dp is None:
-            return f"No differential privacy: {self.clause()}; the released models carry no formal guarantee."
+            return (
+                f"No differential privacy: {self.clause()}; the released models carry no "
+                "formal guarantee."
+            )
         if not self.distributed_dp:  # sample level: DP-SGD in the clients
             return dp.claim(epsilon, rounds).rstrip(".") + "; " + self.clause() + "."
         c = config.privacy
