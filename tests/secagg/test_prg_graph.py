@@ -58,3 +58,13 @@ def test_graph_depends_on_the_seed_and_defaults_are_logarithmic():
 def test_graph_bad_input(ids, k, message):
     with pytest.raises(ConfigError, match=message):
         neighbour_graph(np.array(list(ids)), k, 0)
+
+
+def test_a_clients_own_row_matches_the_graph():
+    from veil.secagg.graph import neighbours_of
+
+    ids = np.arange(3, 103)
+    graph = neighbour_graph(ids, 12, seed=5)
+    assert all(neighbours_of(c, ids, 12, 5) == graph[c] for c in (3, 50, 102))
+    with pytest.raises(ConfigError, match="not in this round"):
+        neighbours_of(7000, ids, 12, 5)

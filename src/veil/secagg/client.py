@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from veil.errors import ProtocolError
 from veil.secagg import hybrid, keys, prg, shamir
-from veil.secagg.graph import neighbour_graph
+from veil.secagg.graph import neighbours_of
 from veil.secagg.messages import (
     EncryptedShares,
     Envelope,
@@ -79,7 +79,7 @@ class SecAggClient:
         self._identity = identity
         self._identities = identities
         self._neighbours = set(
-            neighbour_graph(np.array(setup.clients), setup.neighbours, setup.graph_seed)[client_id]
+            neighbours_of(client_id, np.array(setup.clients), setup.neighbours, setup.graph_seed)
         )
         self._cipher = X25519PrivateKey.generate()
         self._mask = X25519PrivateKey.generate()

@@ -38,22 +38,40 @@ def neighbour_graph(
     ``neighbours`` must be even unless the graph is complete (a Harary cycle links k/2 on
     each side).
     """
-    ids = [int(c) for c in client_ids]
-    n = len(ids)
-    if len(set(ids)) != n:
+    order = _cycle(client_ids, neighbours, seed)
+    return {int(c): _around(order, i, neighbours) for i, c in enumerate(order)}
+
+
+def neighbours_of(
+    client: int, client_ids: np.ndarray, neighbours: int, seed: int
+) -> tuple[int, ...]:
+    """One client's row of `neighbour_graph`, in O(n) (what a client computes for itself)."""
+    order = _cycle(client_ids, neighbours, seed)
+    positions = np.flatnonzero(order == client)
+    if positions.size != 1:
+        raise ConfigError(f"client {client} is not in this round")
+    return _around(order, int(positions[0]), neighbours)
+
+
+def _cycle(client_ids: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
+    """The clients in the graph's random cyclic order (validating ``neighbours``)."""
+    ids = np.asarray(client_ids, dtype=np.int64)
+    n = ids.size
+    if np.unique(ids).size != n:
         raise ConfigError("client ids of a SecAgg+ round must be distinct")
     if neighbours < 1 or (n > 1 and neighbours > n - 1):
         raise ConfigError(
             f"neighbours must be in [1, {max(n - 1, 1)}] for {n} clients (got {neighbours})"
         )
-    if neighbours >= n - 1:
-        return {c: tuple(sorted(set(ids) - {c})) for c in ids}
-    if neighbours % 2:
+    if neighbours < n - 1 and neighbours % 2:
         raise ConfigError(f"neighbours must be even when below n − 1 = {n - 1} (got {neighbours})")
-    order = np.random.default_rng(seed).permutation(ids)
+    return np.random.default_rng(seed).permutation(ids)
+
+
+def _around(order: np.ndarray, position: int, neighbours: int) -> tuple[int, ...]:
+    n = order.size
+    if neighbours >= n - 1:
+        return tuple(sorted(int(c) for c in order if c != order[position]))
     half = neighbours // 2
-    graph = {}
-    for position, client in enumerate(order):
-        around = [order[(position + step) % n] for step in range(-half, half + 1) if step]
-        graph[int(client)] = tuple(sorted(int(c) for c in around))
-    return graph
+    steps = [s for s in range(-half, half + 1) if s]
+    return tuple(sorted(int(order[(position + s) % n]) for s in steps))

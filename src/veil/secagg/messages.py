@@ -9,6 +9,8 @@ form used for signing and for counting bytes on the wire.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -125,35 +127,47 @@ class UnmaskResponse:
 ClientMessage = KeyAdvertisement | EncryptedShares | MaskedInput | UnmaskResponse
 
 
-def encode(value: Any) -> bytes:
-    """Canonical bytes: type-tagged and length-prefixed, so distinct values never collide."""
-    if isinstance(value, bool):
-        return b"?" + bytes([value])
-    if isinstance(value, int):
+def encode(value: Any, digest_arrays: bool = False) -> bytes:
+    """Canonical bytes: type-tagged and length-prefixed, so distinct values never collide.
+    With ``digest_arrays``, an array stands for its SHA-256 digest (what is signed)."""
+    kind = type(value)
+    if kind is bytes:
+        return b"b" + _LENGTH.pack(len(value)) + value
+    if kind is int:
         return b"i" + value.to_bytes(16, "big", signed=True)
-    if isinstance(value, bytes):
-        return b"b" + struct.pack(">Q", len(value)) + value
-    if isinstance(value, str):
+    if kind is tuple or kind is list:
+        items = b"".join([encode(v, digest_arrays) for v in value])
+        return b"t" + _LENGTH.pack(len(value)) + items
+    if kind is bool:
+        return b"?" + bytes([value])
+    if kind is str:
         data = value.encode()
-        return b"s" + struct.pack(">Q", len(data)) + data
-    if isinstance(value, np.ndarray):
+        return b"s" + _LENGTH.pack(len(data)) + data
+    if kind is np.ndarray:
         data = np.ascontiguousarray(value)
         header = encode(data.dtype.str) + encode(tuple(int(n) for n in data.shape))
-        return b"a" + header + data.tobytes()
-    if isinstance(value, tuple | list):
-        return b"t" + struct.pack(">Q", len(value)) + b"".join(encode(v) for v in value)
+        raw = memoryview(data).cast("B")
+        return b"a" + header + (hashlib.sha256(raw).digest() if digest_arrays else raw.tobytes())
     if dataclasses.is_dataclass(value):
-        fields = [encode(getattr(value, f.name)) for f in dataclasses.fields(value)]
-        return b"d" + encode(type(value).__name__) + b"".join(fields)
-    raise TypeError(f"cannot encode {type(value).__name__}")
+        names = _field_names(kind)
+        fields = [encode(getattr(value, name), digest_arrays) for name in names]
+        return b"d" + encode(kind.__name__) + b"".join(fields)
+    raise TypeError(f"cannot encode {kind.__name__}")
+
+
+_LENGTH = struct.Struct(">Q")
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 def signed_bytes(message: ClientMessage) -> bytes:
-    """What the sender signs: the stage name and every field except the signature."""
-    fields = [
-        getattr(message, f.name) for f in dataclasses.fields(message) if f.name != "signature"
-    ]
-    return encode((message.stage, *fields))
+    """What the sender signs: the stage name and every field except the signature (vectors by
+    their SHA-256 digest: hash-then-sign, so a 400 kB vector is hashed once, not copied)."""
+    fields = [getattr(message, name) for name in _field_names(type(message)) if name != "signature"]
+    return encode((message.stage, *fields), digest_arrays=True)
 
 
 def wire_size(message: Any) -> int:

@@ -99,13 +99,15 @@ def run_round(
         raise ConfigError(f"dropout stages must be among {STAGES} (got {sorted(unknown)})")
     for c in setup.clients:
         federation.identity(c)
+    started = time.perf_counter()
     server = SecAggServer(setup, federation.public)
-    clients = {
-        c: SecAggClient(c, federation.identity(c), setup, federation.public) for c in setup.clients
-    }
-    spent = {c: 0.0 for c in clients}
+    server_clock = [time.perf_counter() - started]
+    clients, spent = {}, {}
+    for c in setup.clients:
+        started = time.perf_counter()
+        clients[c] = SecAggClient(c, federation.identity(c), setup, federation.public)
+        spent[c] = time.perf_counter() - started
     sent = {c: 0 for c in clients}
-    server_clock = [0.0]
 
     def deliver(stage: str, act: Callable[[SecAggClient], ClientMessage], who) -> None:
         for c in who:
