@@ -33,6 +33,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/veil bench fl-sim --json
 	$(BIN)/veil bench dp-sgd --json
 	$(BIN)/veil bench accountant --json
+	$(BIN)/veil bench secagg --json
 
 lint: setup
 	$(BIN)/ruff check .

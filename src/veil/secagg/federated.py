@@ -85,6 +85,11 @@ def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | N
         )
     t = sa.threshold or default_threshold(k)
     m = sa.min_survivors or t
+    if 2 * t <= k:
+        raise ConfigError(
+            f"secure_aggregation.threshold must exceed neighbors / 2 = {k / 2:g} (got {t}): "
+            "otherwise a server that lies about dropouts can collect both kinds of share"
+        )
     if not (1 <= t <= k and t <= m <= num_clients):
         raise ConfigError(
             f"secure_aggregation needs 1 ≤ threshold ≤ neighbors = {k} and threshold ≤ "
