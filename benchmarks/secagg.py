@@ -17,12 +17,14 @@ parties' times, i.e. run one after another on one core).
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from veil.errors import VeilError
 from veil.secagg.encoding import choose_encoding, from_ring, to_ring
 from veil.secagg.graph import default_neighbours, default_threshold
 from veil.secagg.simulate import Federation, new_round_setup, run_round
@@ -118,6 +120,8 @@ def time_flower(clients: int, params: int, dropout: float) -> dict:
 
 def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     """W3 for veil (classic and hybrid keys), then veil and Flower at a size both finish."""
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
+        raise VeilError("secagg needs the bench extra (Flower, Ray): run `make bench`")
     size, shared = (QUICK, QUICK_PEER_SIZE) if quick else (W3, PEER_SIZE)
     log(f"veil SecAgg+: {size['clients']} clients × {size['params']:,} parameters")
     veil = time_veil(**size)
