@@ -1,0 +1,1 @@
+"""Homomorphic encryption: packed encrypted aggregation, encrypted inference, vertical FL."""
