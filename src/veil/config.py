@@ -189,6 +189,21 @@ class SecureAggregationConfig(Section):
     dropout_stage: Literal[STAGES] = "unmasking"
 
 
+class EncryptionConfig(Section):
+    """Encrypted aggregation: clients encrypt, the server adds ciphertexts, a separate key holder
+    decrypts only the sum. BFV and Paillier pack quantized values (BatchCrypt); CKKS is floats."""
+
+    scheme: Literal["bfv", "ckks", "paillier"] = "bfv"
+    clip_norm: float | None = Field(
+        None, gt=0, description="L2 bound on each update (default: privacy.clip_norm)"
+    )
+    value_bits: int = Field(16, ge=2, le=32, description="quantized width (bfv, paillier)")
+    min_clients: int | None = Field(
+        None, ge=1, description="the key holder decrypts only sums of this many (default: all)"
+    )
+    paillier_bits: int = Field(3072, ge=1024, description="Paillier modulus bits")
+
+
 class FrequencyConfig(Section):
     """Local-DP frequency estimation: phones report one typed word each through an oracle."""
 
@@ -215,6 +230,7 @@ class RunConfig(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     privacy: PrivacyConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
+    encryption: EncryptionConfig | None = None
     frequency: FrequencyConfig | None = None
 
     @model_validator(mode="after")
@@ -226,10 +242,14 @@ class RunConfig(Section):
                 raise ValueError(
                     "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
                 )
-            if self.secure_aggregation is not None:
-                raise ValueError("secure_aggregation applies to task federated_training")
+            if self.secure_aggregation is not None or self.encryption is not None:
+                raise ValueError(
+                    "secure_aggregation and encryption apply to task federated_training"
+                )
         elif self.frequency is not None:
             raise ValueError("a frequency section needs task: frequency_estimation")
+        if self.secure_aggregation is not None and self.encryption is not None:
+            raise ValueError("choose one of secure_aggregation and encryption")
         return self
 
 

@@ -35,6 +35,7 @@ from veil.fl import (
     weighted_mean,
 )
 from veil.fl.sampling import ClientSampler
+from veil.he.federated import EncryptedPlan, encrypted_plan
 from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
 from veil.privacy.federated import DpPlan, dp_plan
 from veil.privacy.ledger import PrivacyLedger
@@ -55,7 +56,7 @@ class Experiment:
     transport: SimulatedTransport
     state: ServerState
     privacy: DpPlan | None = None
-    secure: SecurePlan | None = None
+    secure: SecurePlan | EncryptedPlan | None = None
 
 
 def build_sampler(config: RunConfig) -> ClientSampler:
@@ -76,11 +77,13 @@ def build_local_training(config: RunConfig) -> LocalTraining:
 
 
 def build_plan(
-    config: RunConfig, privacy: DpPlan | None = None, secure: SecurePlan | None = None
+    config: RunConfig,
+    privacy: DpPlan | None = None,
+    secure: SecurePlan | EncryptedPlan | None = None,
 ) -> RoundPlan:
     """The round plan: sampler, local training, encoder and aggregator chains (plain FedAvg;
-    DP-FedAvg's clipping and noise; or SecAgg+, with distributed noise under DP), server
-    optimizer."""
+    DP-FedAvg's clipping and noise; or SecAgg+ / encrypted aggregation, with noise added by the
+    clients under DP), server optimizer."""
     server = config.server
     encoder, aggregator = identity(), weighted_mean()
     if secure:
@@ -131,9 +134,11 @@ def build_experiment(config: RunConfig) -> Experiment:
         dp_plan(config, build_local_training(config), data.train_sizes) if config.privacy else None
     )
     secure = None
+    length = sum(p.numel() for p in module.parameters())
     if config.secure_aggregation:
-        length = sum(p.numel() for p in module.parameters())
         secure = secure_plan(config, data.num_clients, length, privacy)
+    elif config.encryption:
+        secure = encrypted_plan(config, data.num_clients, length, privacy)
     plan = build_plan(config, privacy, secure)
     plan.sampler.check(data.num_clients)
     pool = ClientPool.from_arrays(

@@ -135,7 +135,7 @@ def test_bad_secure_aggregation_configs(extra, message):
 def test_unknown_key_and_other_task_are_refused():
     with pytest.raises(ConfigError, match=r"secure_aggregation\.neigbors"):
         parse_config({**BASE, "secure_aggregation": {"neigbors": 3}})
-    with pytest.raises(ConfigError, match="applies to task federated_training"):
+    with pytest.raises(ConfigError, match="apply to task federated_training"):
         parse_config({"task": "frequency_estimation", "frequency": {}, "secure_aggregation": {}})
 
 

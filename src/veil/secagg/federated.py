@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from veil.claims import secure_sum_claim
 from veil.config import RunConfig
 from veil.errors import ConfigError
 from veil.fl.links import Link
@@ -45,22 +46,14 @@ class SecurePlan:
         self, config: RunConfig, dp: DpPlan | None, epsilon: float | None, rounds: int
     ) -> str:
         """One sentence: the secure-sum clause joined to the DP guarantee (if any)."""
-        if dp is None:
-            return (
-                f"No differential privacy: {self.clause()}; the released models carry no "
-                "formal guarantee."
-            )
-        if not self.distributed_dp:  # sample level: DP-SGD in the clients
-            return dp.claim(epsilon, rounds).rstrip(".") + "; " + self.clause() + "."
-        c = config.privacy
-        return (
-            f"The released models are (ε = {epsilon:.3g}, δ = {c.delta:g})-differentially private "
-            f"at the client level after {rounds} rounds (zero-out neighbouring; distributed "
-            f"discrete Gaussian: each client adds its share of noise multiplier "
+        noise = (
+            f"distributed discrete Gaussian: each client adds its share of noise multiplier "
             f"{dp.noise_multiplier:.3g}, counted for the {self.settings.min_survivors} "
-            f"guaranteed survivors, clip norm {self.settings.encoding.clip_norm:g}, "
-            f"{c.accountant.upper()} accounting); {self.clause()}."
+            f"guaranteed survivors, clip norm {self.settings.encoding.clip_norm:g}"
+            if dp is not None
+            else ""
         )
+        return secure_sum_claim(self.clause(), config, dp, epsilon, rounds, noise)
 
 
 def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | None) -> SecurePlan:
@@ -70,7 +63,7 @@ def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | N
     privacy = config.privacy
     distributed = privacy is not None and privacy.level == "client"
     if distributed:
-        _check_distributed_dp(config)
+        check_distributed_dp(config, "secure_aggregation")
     clip = sa.clip_norm or (privacy.clip_norm if privacy else None)
     if clip is None:
         raise ConfigError(
@@ -111,20 +104,21 @@ def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | N
     )
 
 
-def _check_distributed_dp(config: RunConfig) -> None:
+def check_distributed_dp(config: RunConfig, section: str) -> None:
+    """Refuse client-level DP settings that noise added by the clients (under ``section``:
+    secure_aggregation or encryption) cannot honour."""
     privacy, fed = config.privacy, config.federation
     if privacy.adaptive_clipping or privacy.noise_decay != 1:
         raise ConfigError(
-            "with secure_aggregation, client-level DP supports a fixed clip norm "
-            "and constant noise (no adaptive_clipping or noise_decay)"
+            f"with {section}, client-level DP supports a fixed clip norm and constant noise "
+            "(no adaptive_clipping or noise_decay)"
         )
     if privacy.accountant != "rdp":
         raise ConfigError(
-            "distributed DP under secure_aggregation is accounted in zCDP: set "
-            "privacy.accountant: rdp"
+            f"distributed DP under {section} is accounted in zCDP: set privacy.accountant: rdp"
         )
     if fed.poisson_rate is not None and fed.poisson_rate < 1:
         raise ConfigError(
-            "distributed DP under secure_aggregation accounts without client "
-            "subsampling: let every client take part (remove poisson_rate)"
+            f"distributed DP under {section} accounts without client subsampling: let every "
+            "client take part (remove poisson_rate)"
         )
