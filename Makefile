@@ -34,6 +34,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/veil bench dp-sgd --json
 	$(BIN)/veil bench accountant --json
 	$(BIN)/veil bench secagg --json
+	$(BIN)/veil bench he-agg --json
 
 lint: setup
 	$(BIN)/ruff check .
