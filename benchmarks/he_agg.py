@@ -88,7 +88,7 @@ def time_paillier(x: np.ndarray) -> dict:
 
 
 def run_benchmark(quick: bool = False, log: Callable[[str], None] = print) -> dict:
-    """W4 for veil's packed BFV, TenSEAL CKKS and phe Paillier; the JSON of ``veil bench he-agg``."""
+    """W4 for veil's packed BFV, TenSEAL CKKS and phe Paillier (``veil bench he-agg``)."""
     size = QUICK if quick else W4
     x = client_updates(size["clients"], size["values"])
     log(f"veil packed BFV: {size['clients']} clients × {size['values']:,} values")
