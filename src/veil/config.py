@@ -204,6 +204,34 @@ class EncryptionConfig(Section):
     paillier_bits: int = Field(3072, ge=1024, description="Paillier modulus bits")
 
 
+class VerticalConfig(Section):
+    """Vertical FL on the synthetic fraud data: PSI, then Paillier hetero logistic regression."""
+
+    num_shared: int = Field(1600, ge=2, description="customers of both the bank and the partner")
+    num_bank_only: int = Field(400, ge=0, description="customers only the bank has")
+    num_partner_only: int = Field(400, ge=0, description="customers only the partner has")
+    num_partner_signals: int = Field(
+        8, ge=0, le=64, description="generic fraud signals the partner holds (besides distance)"
+    )
+    fraud_rate: float = Field(0.05, gt=0, lt=0.5, description="share of fraudulent customers")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="share of customers held out")
+    epochs: int = Field(1, ge=1, le=1000, description="passes over the aligned training rows")
+    batch_size: int = Field(64, ge=1, le=100_000, description="rows per SGD step")
+    learning_rate: float = Field(0.15, gt=0, le=100, description="SGD step size")
+    l2: float = Field(0.0, ge=0, description="L2 penalty λ on the weights (not the intercept)")
+    key_bits: int = Field(3072, le=4096, multiple_of=256, description="Paillier modulus bits")
+    threads: int = Field(2, ge=1, le=64, description="threads computing encryption randomness")
+
+    @model_validator(mode="after")
+    def _secure_key(self) -> VerticalConfig:
+        if self.key_bits < 3072:
+            raise ValueError(
+                f"a {self.key_bits}-bit Paillier modulus is below 128-bit security "
+                "(NIST SP 800-57 needs 3072 bits)"
+            )
+        return self
+
+
 class FrequencyConfig(Section):
     """Local-DP frequency estimation: phones report one typed word each through an oracle."""
 
@@ -219,7 +247,9 @@ class FrequencyConfig(Section):
 
 class RunConfig(Section):
     name: str = "run"
-    task: Literal["federated_training", "frequency_estimation"] = "federated_training"
+    task: Literal["federated_training", "frequency_estimation", "vertical_training"] = (
+        "federated_training"
+    )
     seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
@@ -232,22 +262,25 @@ class RunConfig(Section):
     secure_aggregation: SecureAggregationConfig | None = None
     encryption: EncryptionConfig | None = None
     frequency: FrequencyConfig | None = None
+    vertical: VerticalConfig | None = None
 
     @model_validator(mode="after")
     def _sections_of_the_task(self) -> RunConfig:
-        if self.task == "frequency_estimation":
-            if self.frequency is None:
-                raise ValueError("task frequency_estimation needs a frequency section")
-            if self.privacy is not None:
-                raise ValueError(
-                    "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
-                )
-            if self.secure_aggregation is not None or self.encryption is not None:
-                raise ValueError(
-                    "secure_aggregation and encryption apply to task federated_training"
-                )
-        elif self.frequency is not None:
-            raise ValueError("a frequency section needs task: frequency_estimation")
+        own = {"frequency_estimation": "frequency", "vertical_training": "vertical"}
+        for task, section in own.items():
+            given = getattr(self, section) is not None
+            if self.task == task and not given:
+                raise ValueError(f"task {task} needs a {section} section")
+            if self.task != task and given:
+                raise ValueError(f"a {section} section needs task: {task}")
+        if self.task == "frequency_estimation" and self.privacy is not None:
+            raise ValueError(
+                "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
+            )
+        if self.task == "vertical_training" and self.privacy is not None:
+            raise ValueError("task vertical_training does not support privacy (no DP yet)")
+        if self.task != "federated_training" and (self.secure_aggregation or self.encryption):
+            raise ValueError("secure_aggregation and encryption apply to task federated_training")
         if self.secure_aggregation is not None and self.encryption is not None:
             raise ValueError("choose one of secure_aggregation and encryption")
         return self

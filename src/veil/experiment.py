@@ -237,6 +237,10 @@ def run_experiment(
         from veil.frequency_experiment import run_frequency_estimation
 
         return run_frequency_estimation(config, out_dir)
+    if config.task == "vertical_training":
+        from veil.vertical_experiment import run_vertical_training
+
+        return run_vertical_training(config.vertical, config.seed, config.name, out_dir)
     return execute(build_experiment(config), out_dir, on_round)
 
 
