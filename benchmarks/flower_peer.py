@@ -126,7 +126,7 @@ def _get_trainer(token: str, factory: TrainerFactory, threads: int) -> tuple[Tra
     cached = trainers.get(token)
     if cached is None:
         trainers.clear()  # a previous run's trainer (and its data) is not needed any more
-        logging.getLogger("flwr").addFilter(_DropExpected())
+        logging.getLogger("flwr").addFilter(DropExpected())
         _set_torch_threads(threads)
         train = factory()
         cached = (train, _set_torch_threads(threads))
@@ -214,20 +214,25 @@ def _make_strategy(recorder: _Recorder, **fedavg_kwargs: Any):
     return TimedFedAvg(**fedavg_kwargs)
 
 
-class _DropExpected(logging.Filter):
+class DropExpected(logging.Filter):
+    """Drops Flower log records that contain one of the ``expected`` messages."""
+
+    def __init__(self, expected: tuple[str, ...] = _EXPECTED_FLWR_WARNINGS) -> None:
+        super().__init__()
+        self.expected = expected
+
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        return not any(s in text for s in _EXPECTED_FLWR_WARNINGS)
+        return not any(s in record.getMessage() for s in self.expected)
 
 
 @contextlib.contextmanager
-def _quiet_flower() -> Iterator[None]:
-    """Lower Flower's console logging to WARNING, minus expected warnings; restore after."""
+def quiet_flower(expected: tuple[str, ...] = _EXPECTED_FLWR_WARNINGS) -> Iterator[None]:
+    """Lower Flower's console logging to WARNING, minus the ``expected`` warnings; restore after."""
+    keep = DropExpected(expected)
     logger = logging.getLogger("flwr")
     old_level = logger.level
-    drop = _DropExpected()
     logger.setLevel(logging.WARNING)
-    logger.addFilter(drop)
+    logger.addFilter(keep)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings(
@@ -235,7 +240,7 @@ def _quiet_flower() -> Iterator[None]:
             )
             yield
     finally:
-        logger.removeFilter(drop)
+        logger.removeFilter(keep)
         logger.setLevel(old_level)
 
 
@@ -347,7 +352,7 @@ def run_flower(
 
     t_call = time.time()
     try:
-        with _quiet_flower():
+        with quiet_flower():
             strategy = _make_strategy(
                 recorder,
                 fraction_train=per_round / num_clients,

@@ -51,20 +51,19 @@ Not bit-reproducible: Flower's neighbour ring (``random``) and stochastic roundi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 import os
 import sys
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from flower_peer import DropExpected, quiet_flower
 
 # Flower reads this at import time; the harness must not phone home.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -141,7 +140,7 @@ def _timing_dropout_mod(msg: Any, ctx: Any, call_next: Any, *, drop: frozenset, 
 
     logger = logging.getLogger("flwr")
     if not getattr(logger, "_veil_secagg_quiet", False):  # once per actor process
-        logger.addFilter(_DropExpected())
+        logger.addFilter(DropExpected(_EXPECTED_FLWR_WARNINGS))
         logger._veil_secagg_quiet = True  # type: ignore[attr-defined]
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctx)
@@ -240,27 +239,6 @@ def _make_strategy(recorder: _Recorder, num_clients: int, num_params: int):
     )
 
 
-class _DropExpected(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        return not any(s in text for s in _EXPECTED_FLWR_WARNINGS)
-
-
-@contextlib.contextmanager
-def _quiet_flower() -> Iterator[None]:
-    logger = logging.getLogger("flwr")
-    old_level, drop = logger.level, _DropExpected()
-    logger.setLevel(logging.WARNING)
-    logger.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Tip: In future versions of Ray")
-            yield
-    finally:
-        logger.removeFilter(drop)
-        logger.setLevel(old_level)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -334,7 +312,7 @@ def run_flower_secagg(
 
     t_call = time.time()
     try:
-        with _quiet_flower():
+        with quiet_flower(_EXPECTED_FLWR_WARNINGS):
             server_app = ServerApp()
 
             @server_app.main()

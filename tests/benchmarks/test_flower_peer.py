@@ -1,15 +1,13 @@
 """Tests for the Flower peer harness (``benchmarks/flower_peer.py``).
 
-They start Ray (≈10-20 s each on a 2-core box), hence ``slow``. The harness is loaded by file
-path: the repository's ``benchmarks`` directory has no ``__init__.py`` and opacus installs a
-stray top-level ``benchmarks`` package that would shadow it.
+They start Ray (≈10-20 s each on a 2-core box), hence ``slow``. The harness is imported by its
+bare name (see conftest.py).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +16,7 @@ import pytest
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-_HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "flower_peer.py"
-
-
-def _load_harness():
-    name = "flower_peer"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fp = _load_harness()
+fp = importlib.import_module("flower_peer")  # benchmarks/ is on sys.path (conftest.py)
 
 
 def _add_client_id_trainer():

@@ -1,15 +1,12 @@
 """Tests for the Flower SecAgg+ peer harness (``benchmarks/flower_secagg_peer.py``).
 
 The run test starts Ray and Flower's Simulation Runtime (≈20 s on a 2-core box), hence
-``slow``. The harness is loaded by file path: the repository's ``benchmarks`` directory has no
-``__init__.py`` and opacus installs a stray top-level ``benchmarks`` package that shadows it.
+``slow``. The harness is imported by its bare name (see conftest.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import numpy as np
 import pytest
@@ -17,22 +14,7 @@ import pytest
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-_HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "flower_secagg_peer.py"
-
-
-def _load_harness():
-    name = "flower_secagg_peer"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fsp = _load_harness()
+fsp = importlib.import_module("flower_secagg_peer")  # benchmarks/ is on sys.path (conftest.py)
 
 
 @pytest.mark.slow
