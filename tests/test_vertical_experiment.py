@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,12 @@ def test_default_example_is_within_one_point_of_centralized_lr(tmp_path):
     assert abs(final["accuracy"] - centralized["accuracy"]) <= 0.01
     assert abs(final["auc"] - centralized["auc"]) <= 0.01
     assert metrics["psi"]["intersection"] == 1600
+
+
+def test_the_federated_builder_refuses_a_vertical_config():
+    from veil.config import load_config
+    from veil.experiment import build_experiment
+
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / "fraud_vertical.yaml")
+    with pytest.raises(ConfigError, match="runs task federated_training"):
+        build_experiment(config)

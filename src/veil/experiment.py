@@ -105,6 +105,8 @@ def build_plan(
 def build_experiment(config: RunConfig) -> Experiment:
     """Everything a run needs, validated before any round starts: device, data, model, plan,
     simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds."""
+    if config.task != "federated_training":
+        raise ConfigError(f"build_experiment runs task federated_training (got {config.task})")
     device = resolve_device(config.runtime.device)
     if config.runtime.keep_freed_memory:
         keep_freed_memory()
