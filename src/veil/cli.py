@@ -75,15 +75,14 @@ def run(
 ) -> None:
     """Run a federated experiment; write OUT/metrics.json and OUT/report.html."""
     from veil.config import load_config
-    from veil.experiment import build_experiment
-    from veil.frequency_experiment import run_frequency_estimation
+    from veil.experiment import build_experiment, run_experiment
 
     with exit_on_bad_input():
         run_config = load_config(config or DEFAULT_CONFIG)
-        if run_config.task == "frequency_estimation":
-            metrics = run_frequency_estimation(run_config, out)
-        else:
+        if run_config.task == "federated_training":
             metrics = run_with_progress(build_experiment(run_config), out)
+        else:  # frequency estimation, vertical training
+            metrics = run_experiment(run_config, out)
     final = metrics["final"]
     if metrics.get("frequency_estimation"):
         result = metrics["frequency_estimation"]
@@ -276,3 +275,30 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
     else:
         stderr.print_json(data=result)
+
+
+@app.command("he-infer")
+def he_infer(
+    model: Annotated[str, typer.Option(help="logistic or mlp.")] = "logistic",
+    samples: Annotated[int, typer.Option(help="Test rows to score encrypted.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the data split and the training.")] = 0,
+    packing: Annotated[
+        str, typer.Option(help="sample (one ciphertext per sample) or batch (one query).")
+    ] = "sample",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Encrypted inference on breast cancer: CKKS scores vs plaintext, latency, sizes."""
+    from veil.he.inference import measure_encrypted_inference
+
+    with exit_on_bad_input():
+        result = measure_encrypted_inference(model, samples, seed=seed, packing=packing)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    rows: dict = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            rows.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            rows[key] = value
+    print_json_or_table(rows, False, f"encrypted inference ({model}, {packing} packing)")
