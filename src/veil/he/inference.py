@@ -180,19 +180,21 @@ def train_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> nn.Sequen
 
     One CPU thread: for 455 rows, thread start-up costs more than it saves (10× on a busy host).
     """
-    from veil.experiment import torch_threads
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model(name, x.shape[1])
     features, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).float()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
-    with torch_threads(1):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         for _ in range(300):
             optimizer.zero_grad()
             logits = model(features).squeeze(-1)
             nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
             optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model
 
 
