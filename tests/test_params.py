@@ -25,3 +25,15 @@ def test_weighted_sum_and_tree_map():
     assert torch.allclose(out["w"], torch.full((2, 3), 2.5))
     summed = tree_map(lambda x, y: x + y, tree(1.0), tree(2.0))
     assert torch.equal(summed["b"], torch.full((3,), 3.0))
+
+
+def test_flatten_stacked_gives_one_row_per_client_in_key_order():
+    from veil.params import flatten, flatten_stacked
+
+    stacked = {"w": torch.arange(12.0).reshape(2, 3, 2), "b": torch.tensor([[7.0], [8.0]])}
+    rows = flatten_stacked(stacked)
+    assert rows.shape == (2, 7)
+    for c in range(2):
+        assert torch.equal(rows[c], flatten({k: v[c] for k, v in stacked.items()}))
+    empty = flatten_stacked({"w": torch.zeros(0, 3, 2)})
+    assert empty.shape == (0, 6)

@@ -48,6 +48,12 @@ def flatten(tree: Params) -> Tensor:
     return torch.cat([v.reshape(-1) for v in tree.values()])
 
 
+def flatten_stacked(stacked: Params) -> Tensor:
+    """A stacked tree (leading client axis) as one row per client, leaves in key order."""
+    n = next(iter(stacked.values())).shape[0]
+    return torch.cat([v.reshape(n, v.shape[1:].numel()) for v in stacked.values()], dim=1)
+
+
 def unflatten(vector: Tensor, like: Params) -> Params:
     """Inverse of `flatten` for a tree shaped like ``like``."""
     out, start = {}, 0

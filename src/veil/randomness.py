@@ -63,3 +63,13 @@ def sampling_generator(seed_for_testing: int | None = None, stream: int = 0) -> 
         stacklevel=2,
     )
     return np.random.default_rng([seed_for_testing, stream, 0x5A4D])
+
+
+def cpu_generator(key: torch.Generator) -> torch.Generator:
+    """``key`` itself on the CPU; otherwise a CPU generator seeded with 62 bits drawn from it
+    (for samplers that only run on the CPU)."""
+    if key.device.type == "cpu":
+        return key
+    return torch.Generator().manual_seed(
+        int(torch.randint(2**62, (1,), generator=key, device=key.device))
+    )

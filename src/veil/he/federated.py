@@ -22,7 +22,7 @@ from veil.he.schemes import generate
 from veil.privacy.federated import DpPlan
 from veil.secagg.distributed_dp import client_noise_std
 from veil.secagg.encoding import TAIL_STDS
-from veil.secagg.federated import check_distributed_dp
+from veil.secagg.federated import check_distributed_dp, quantization_clip
 
 SCHEME_NAMES = {
     "bfv": "BFV, packed lanes, TenSEAL N = 4096, 128-bit",
@@ -37,7 +37,6 @@ class EncryptedPlan:
     aggregator: Link
     settings: HeSettings
     scheme: str
-    distributed_dp: bool
 
     def clause(self) -> str:
         s = self.settings
@@ -77,25 +76,21 @@ def encrypted_plan(
                 "encryption.scheme ckks cannot carry DP noise safely (floats): "
                 "use bfv or paillier with privacy"
             )
-    clip = enc.clip_norm or (privacy.clip_norm if privacy else None)
-    if clip is None:
-        raise ConfigError(
-            "encryption.clip_norm is needed to quantize updates (there is no "
-            "privacy.clip_norm to reuse): set it to a bound on the updates' L2 norm"
-        )
+    clip = quantization_clip(config, "encryption")
     m = enc.min_clients or num_clients
     if m > num_clients:
         raise ConfigError(f"encryption.min_clients must be ≤ {num_clients} (got {m})")
     holder = generate(enc.scheme, enc.paillier_bits)
     public = holder.public()
     sigma = dp.noise_multiplier if distributed else 0.0
-    std, sensitivity = 0.0, 0.0
-    layout = layout_for(public, num_clients, clip, enc.value_bits)
+    std, sensitivity, noise_room = 0.0, 0.0, 0.0
     if distributed:
         # v = clip·scale and σ_c = σ(v + √d)/√m; v + 8σ_c fills the b-bit range.
+        offset = 2 ** (enc.value_bits - 1) - 1
         ratio = TAIL_STDS * sigma / math.sqrt(m)
-        values = (layout.offset - ratio * math.sqrt(length)) / (1 + ratio)
-        layout = layout_for(public, num_clients, clip, enc.value_bits, layout.offset - values)
+        noise_room = offset - (offset - ratio * math.sqrt(length)) / (1 + ratio)
+    layout = layout_for(public, num_clients, clip, enc.value_bits, noise_room)
+    if distributed:
         sensitivity = clip * layout.scale + math.sqrt(length)
         std = client_noise_std(sigma, sensitivity, m)
     settings = HeSettings(public, layout, clip, m, std, sensitivity)
@@ -105,5 +100,4 @@ def encrypted_plan(
         he_aggregator(settings, holder, denominator),
         settings,
         enc.scheme,
-        distributed,
     )

@@ -19,7 +19,8 @@ import torch
 from veil.fl.links import ClientUpdates, Link
 from veil.he.aggregation import EncryptedUpdate, aggregate, decrypt_sum, encrypt_update
 from veil.he.packing import PackingLayout
-from veil.params import Params, unflatten
+from veil.params import Params, flatten_stacked, unflatten
+from veil.randomness import cpu_generator
 from veil.secagg.distributed_dp import client_noise, summed_noise_event
 from veil.secagg.encoding import clip_rows
 
@@ -48,16 +49,14 @@ def he_encoder(settings: HeSettings) -> Link:
     def apply(updates: ClientUpdates, state: None, key: torch.Generator):
         n = updates.num_clients
         template = {k: v.new_zeros(v.shape[1:]) for k, v in updates.deltas.items()}
-        rows = torch.cat(
-            [v.reshape(n, v.shape[1:].numel()) for v in updates.deltas.values()], dim=1
-        )
-        rows = clip_rows(rows.double().cpu(), settings.clip_norm).numpy()
-        seed = int(torch.randint(2**62, (1,), generator=key, device=key.device))
-        rng = np.random.default_rng(seed)  # stochastic rounding (not privacy noise)
+        rows = flatten_stacked(updates.deltas).double().cpu()
+        rows = clip_rows(rows, settings.clip_norm).numpy()
+        generator = cpu_generator(key)
+        # stochastic rounding (not privacy noise) draws from numpy, seeded from the key
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         noise = None
         if settings.client_noise_std > 0 and n:
-            cpu = torch.Generator().manual_seed(seed)
-            noise = client_noise(n, rows.shape[1], settings.client_noise_std, cpu).numpy()
+            noise = client_noise(n, rows.shape[1], settings.client_noise_std, generator).numpy()
         messages = tuple(
             encrypt_update(
                 settings.public,

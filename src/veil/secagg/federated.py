@@ -31,7 +31,6 @@ class SecurePlan:
     encoder: Link
     aggregator: Link
     settings: SecAggSettings
-    distributed_dp: bool
 
     def clause(self) -> str:
         s = self.settings
@@ -64,12 +63,7 @@ def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | N
     distributed = privacy is not None and privacy.level == "client"
     if distributed:
         check_distributed_dp(config, "secure_aggregation")
-    clip = sa.clip_norm or (privacy.clip_norm if privacy else None)
-    if clip is None:
-        raise ConfigError(
-            "secure_aggregation.clip_norm is needed to quantize updates (there is no "
-            "privacy.clip_norm to reuse): set it to a bound on the updates' L2 norm"
-        )
+    clip = quantization_clip(config, "secure_aggregation")
     k = sa.neighbors or default_neighbours(num_clients)
     if num_clients > 1 and k > num_clients - 1:
         raise ConfigError(
@@ -99,9 +93,21 @@ def secure_plan(config: RunConfig, num_clients: int, length: int, dp: DpPlan | N
         k, t, m, encoding, sa.post_quantum, client_std, sa.simulated_dropout, sa.dropout_stage
     )
     denominator = float(num_clients) if distributed else None
-    return SecurePlan(
-        secagg_encoder(settings), secagg_aggregator(settings, denominator), settings, distributed
-    )
+    return SecurePlan(secagg_encoder(settings), secagg_aggregator(settings, denominator), settings)
+
+
+def quantization_clip(config: RunConfig, section: str) -> float:
+    """The L2 bound updates are clipped to before quantizing: ``section.clip_norm``, else
+    ``privacy.clip_norm``; one of them must be set."""
+    clip = getattr(config, section).clip_norm
+    if clip is None and config.privacy is not None:
+        clip = config.privacy.clip_norm
+    if clip is None:
+        raise ConfigError(
+            f"{section}.clip_norm is needed to quantize updates (there is no "
+            "privacy.clip_norm to reuse): set it to a bound on the updates' L2 norm"
+        )
+    return clip
 
 
 def check_distributed_dp(config: RunConfig, section: str) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from veil.fl.links import ClientUpdates, Link
-from veil.params import Params, unflatten
+from veil.params import Params, flatten_stacked, unflatten
+from veil.randomness import cpu_generator
 from veil.secagg.distributed_dp import client_noise, summed_noise_event
 from veil.secagg.encoding import RingEncoding, from_ring, to_ring
 from veil.secagg.simulate import Federation, new_round_setup, run_round
@@ -51,10 +52,8 @@ def secagg_encoder(settings: SecAggSettings) -> Link:
     def apply(updates: ClientUpdates, state: None, key: torch.Generator):
         n = updates.num_clients
         template = {k: v.new_zeros(v.shape[1:]) for k, v in updates.deltas.items()}
-        rows = torch.cat(
-            [v.reshape(n, v.shape[1:].numel()) for v in updates.deltas.values()], dim=1
-        ).cpu()
-        generator = _cpu_generator(key)
+        rows = flatten_stacked(updates.deltas).cpu()
+        generator = cpu_generator(key)
         noise = None
         if settings.client_noise_std > 0 and n:
             noise = client_noise(n, rows.shape[1], settings.client_noise_std, generator)
@@ -99,7 +98,7 @@ def secagg_aggregator(settings: SecAggSettings, denominator: float | None) -> Li
             bits=settings.encoding.bits,
             length=length,
             hybrid=settings.hybrid,
-            graph_seed=int(torch.randint(2**62, (1,), generator=_cpu_generator(key))),
+            graph_seed=int(torch.randint(2**62, (1,), generator=cpu_generator(key))),
         )
         inputs = {c: updates.ring[i] for i, c in enumerate(ids)}
         report = run_round(setup, inputs, federation, _dropouts(ids, settings, key))
@@ -116,19 +115,9 @@ def _dropouts(ids: list[int], settings: SecAggSettings, key: torch.Generator) ->
     """Simulated dropouts: each client independently, at ``settings.dropout_stage``."""
     if settings.simulated_dropout <= 0:
         return {}
-    draws = torch.rand(len(ids), generator=_cpu_generator(key), dtype=torch.float64)
+    draws = torch.rand(len(ids), generator=cpu_generator(key), dtype=torch.float64)
     return {
         c: settings.dropout_stage
         for c, u in zip(ids, draws.tolist(), strict=True)
         if u < settings.simulated_dropout
     }
-
-
-def _cpu_generator(key: torch.Generator) -> torch.Generator:
-    return (
-        key
-        if key.device.type == "cpu"
-        else torch.Generator().manual_seed(
-            int(torch.randint(2**62, (1,), generator=key, device=key.device))
-        )
-    )

@@ -155,11 +155,10 @@ def run_round(
         [c for c in shares_for if c in clients],
     )
     request = server_step(server.unmask_request)
-    sent_request = set(request.survivors)
     deliver(
         "unmasking",
         lambda client: client.unmask(request),
-        [c for c in request.survivors if c in clients and c in sent_request],
+        [c for c in request.survivors if c in clients],
     )
     total = server_step(server.result)
     return SecAggReport(
