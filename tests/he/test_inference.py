@@ -16,12 +16,10 @@ from veil.he.inference import (
     InferenceClient,
     InferenceServer,
     breast_cancer_split,
-    compile_model,
     measure_encrypted_inference,
     parameters_for,
-    plaintext_scores,
-    train_model,
 )
+from veil.he.quadratic_models import compile_model, plaintext_scores, train_model
 
 TOLERANCE = 1e-3  # the bound on |encrypted score − plaintext score|
 

@@ -57,8 +57,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import tenseal as ts
-import torch
-from torch import nn
 
 from veil.data import federate, load_dataset
 from veil.errors import ProtocolError, check
@@ -71,11 +69,15 @@ from veil.he.context import (
     load_vector,
     public_bytes,
 )
+from veil.he.quadratic_models import (
+    INFERENCE_MODELS,
+    QuadraticScore,
+    compile_model,
+    plaintext_scores,
+    train_model,
+)
 
-INFERENCE_MODELS = ("logistic", "mlp")
 PACKINGS = ("sample", "batch")
-ACTIVATION = (0.0, 0.5, 0.25)  # a(t) = c0 + c1 t + c2 t²: t/2 + t²/4
-HIDDEN = 16
 _PRIMES = {1: (60, 40, 60), 2: (60, 40, 40, 60)}  # by multiplicative depth, N = 8192
 
 
@@ -112,104 +114,6 @@ def parameters_for(depth: int, packing: str) -> CkksParameters:
     parameters = CkksParameters(8192, _PRIMES[depth], 40, galois_keys=packing == "sample")
     check_security(parameters.poly_modulus_degree, list(parameters.coeff_mod_bit_sizes))
     return parameters
-
-
-@dataclass(frozen=True)
-class QuadraticScore:
-    """``s(x) = xᵀ(A x + g) + k`` in float64; ``quadratic`` (A) is ``None`` for a linear score."""
-
-    quadratic: np.ndarray | None
-    linear: np.ndarray
-    constant: float
-
-    @property
-    def num_features(self) -> int:
-        return int(self.linear.size)
-
-    @property
-    def depth(self) -> int:
-        return 1 if self.quadratic is None else 2
-
-    def plain(self, x: np.ndarray) -> np.ndarray:
-        """Scores of the rows of ``x`` ``[n, d]``, in plaintext."""
-        x = np.asarray(x, dtype=np.float64)
-        inner = self.linear if self.quadratic is None else x @ self.quadratic + self.linear
-        return np.sum(x * inner, axis=-1) + self.constant
-
-
-def compile_logistic(weight: np.ndarray, bias: float) -> QuadraticScore:
-    """``s(x) = w·x + b``."""
-    return QuadraticScore(None, np.asarray(weight, dtype=np.float64).reshape(-1), float(bias))
-
-
-def compile_mlp(w1, b1, w2, b2, activation=ACTIVATION) -> QuadraticScore:
-    """``s(x) = w2·a(W1 x + b1) + b2`` with ``a(t) = c0 + c1 t + c2 t²``, expanded exactly."""
-    w1, b1, w2 = (np.asarray(v, dtype=np.float64) for v in (w1, b1, w2))
-    w2 = w2.reshape(-1)
-    c0, c1, c2 = activation
-    quadratic = c2 * (w1.T * w2) @ w1
-    linear = w1.T @ (c1 * w2 + 2 * c2 * w2 * b1)
-    constant = float(b2) + float(np.sum(w2 * (c0 + c1 * b1 + c2 * b1**2)))
-    return QuadraticScore(quadratic, linear, constant)
-
-
-class QuadraticActivation(nn.Module):
-    """``a(t) = c0 + c1 t + c2 t²``: a polynomial activation CKKS evaluates exactly."""
-
-    def __init__(self, coefficients: tuple[float, float, float] = ACTIVATION) -> None:
-        super().__init__()
-        self.coefficients = coefficients
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        c0, c1, c2 = self.coefficients
-        return c0 + c1 * t + c2 * t * t
-
-
-def build_model(name: str, num_features: int) -> nn.Sequential:
-    """``"logistic"``: Linear(d, 1). ``"mlp"``: Linear(d, 16), a(t), Linear(16, 1). One logit."""
-    check(name in INFERENCE_MODELS, f"model must be one of {INFERENCE_MODELS} (got {name!r})")
-    if name == "logistic":
-        return nn.Sequential(nn.Linear(num_features, 1))
-    return nn.Sequential(
-        nn.Linear(num_features, HIDDEN), QuadraticActivation(), nn.Linear(HIDDEN, 1)
-    )
-
-
-def train_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> nn.Sequential:
-    """Full-batch Adam (lr 0.01, weight decay 0.01, 300 steps) on the binary cross-entropy.
-
-    One CPU thread: for 455 rows, thread start-up costs more than it saves (10× on a busy host).
-    """
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build_model(name, x.shape[1])
-    features, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).float()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(300):
-            optimizer.zero_grad()
-            logits = model(features).squeeze(-1)
-            nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model
-
-
-def compile_model(model: nn.Sequential) -> QuadraticScore:
-    """The `QuadraticScore` of a model from `build_model`."""
-    weights = [p.detach().double().numpy() for p in model.parameters()]
-    if len(model) == 1:
-        return compile_logistic(weights[0], weights[1].item())
-    return compile_mlp(*weights[:3], weights[3].item(), model[1].coefficients)
-
-
-def plaintext_scores(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
-    """The network's own logits, in float64: the reference the encrypted scores must match."""
-    with torch.no_grad():
-        return model.double()(torch.as_tensor(x, dtype=torch.float64)).squeeze(-1).numpy()
 
 
 @dataclass(frozen=True)
