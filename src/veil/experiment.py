@@ -276,6 +276,7 @@ def execute(
         "final": None,
     }
     stopped = None
+    sent: list[float] = []
     with torch_threads(config.runtime.threads):
         for _ in range(config.federation.rounds):
             try:
@@ -285,6 +286,8 @@ def execute(
             except PrivacyBudgetExceeded as refusal:
                 stopped = str(refusal)
                 break
+            if round_metrics.bytes_per_client is not None:
+                sent.append(round_metrics.bytes_per_client)
             record = round_record(experiment, round_metrics, ledger)
             metrics["rounds"].append(record)
             if out is not None:
@@ -310,6 +313,7 @@ def execute(
         "rounds": rounds_done,
         "stopped": stopped,
         "seconds": time.perf_counter() - started,
+        "bytes_per_client": float(np.mean(sent)) if sent else None,  # per round, upload
         "engine": experiment.transport.last_engine,
         "device": str(experiment.transport.pool.x.device),
     }

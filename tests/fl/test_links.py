@@ -24,3 +24,10 @@ def test_empty_chain_is_identity():
 def test_client_updates_count_clients():
     assert ClientUpdates({"w": torch.zeros(3, 2)}, torch.ones(3), torch.arange(3)).num_clients == 3
     assert ClientUpdates({"w": torch.zeros(0, 2)}, torch.ones(0), torch.arange(0)).num_clients == 0
+
+
+def test_bytes_per_client_counts_one_clients_update_in_the_clear():
+    deltas = {"w": torch.zeros(3, 4, 5), "b": torch.zeros(3, 5, dtype=torch.float64)}
+    assert ClientUpdates(deltas, torch.ones(3), torch.arange(3)).bytes_per_client() == 80 + 40
+    empty = ClientUpdates({"w": torch.zeros(0, 2)}, torch.ones(0), torch.arange(0))
+    assert empty.bytes_per_client() is None

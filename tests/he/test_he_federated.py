@@ -28,6 +28,9 @@ def test_encrypted_run_matches_the_plain_mean_run(scheme):
     assert encrypted["final"]["accuracy"] == pytest.approx(plain["final"]["accuracy"], abs=0.02)
     assert "the aggregator sees only ciphertexts" in encrypted["final"]["claim"]
     assert encrypted["final"]["claim"].startswith("No differential privacy")
+    # One ciphertext per client for the 62 parameters of the logistic model: far above 4 × 62.
+    assert plain["final"]["bytes_per_client"] == 4 * 62
+    assert encrypted["final"]["bytes_per_client"] > 20 * 4 * 62
 
 
 def test_dp_with_bfv_records_zcdp_events():

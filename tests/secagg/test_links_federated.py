@@ -37,7 +37,10 @@ def test_chain_gives_the_survivors_mean_within_quantization_error(stage):
     s = settings(simulated_dropout=0.3, dropout_stage=stage)
     batch = updates()
     encoded, _, _ = secagg_encoder(s).apply(batch, None, key(1))
+    assert encoded.bytes_per_client() == encoded.ring[0].nbytes  # before the protocol runs
     mean, _, events = secagg_aggregator(s, None).apply(encoded, 0, key(1))
+    # after it: keys, shares and the masked input, as counted by the protocol run
+    assert encoded.bytes_per_client() > encoded.ring[0].nbytes
     assert events == []
     # Recompute which clients dropped from the same key stream to know the survivors.
     draws = torch.rand(6, generator=_after_graph_seed(key(1)), dtype=torch.float64)

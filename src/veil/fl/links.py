@@ -43,6 +43,14 @@ class ClientUpdates:
     def num_clients(self) -> int:
         return int(self.weights.shape[0])
 
+    def bytes_per_client(self) -> float | None:
+        """Mean bytes one client sent for this batch (``None`` for an empty batch): here the
+        update in the clear, ``numel × itemsize``; encoders that change the wire format override
+        it."""
+        if self.num_clients == 0:
+            return None
+        return float(sum(v[0].numel() * v.element_size() for v in self.deltas.values()))
+
 
 class Link(NamedTuple):
     """One step of an encoder or aggregator chain: ``(init, apply)``."""

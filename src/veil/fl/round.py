@@ -86,6 +86,7 @@ class RoundMetrics:
     train_loss: float | None
     seconds: float
     events: Events = field(default_factory=list)
+    bytes_per_client: float | None = None  # mean bytes a participant sent (None: nobody)
 
 
 def init_server_state(params: Params, plan: RoundPlan) -> ServerState:
@@ -132,6 +133,7 @@ def run_round(
     total = updates.weights.sum()
     train_loss = float((losses * updates.weights).sum() / total) if total > 0 else None
     new_state = ServerState(params, optimizer_state, encoder_state, aggregator_state, round_index)
+    seconds = time.perf_counter() - started
     return new_state, RoundMetrics(
-        round_index, client_ids, train_loss, time.perf_counter() - started, events
+        round_index, client_ids, train_loss, seconds, events, updates.bytes_per_client()
     )

@@ -42,6 +42,15 @@ class EncryptedUpdates(ClientUpdates):
     messages: tuple[EncryptedUpdate, ...]
     template: Params
 
+    def bytes_per_client(self) -> float | None:
+        """Mean size of the clients' messages: ciphertexts plus key id, length and digest."""
+        if not self.messages:
+            return None
+        sizes = [
+            sum(map(len, m.chunks)) + len(m.key_id) + len(m.digest) + 16 for m in self.messages
+        ]
+        return float(np.mean(sizes))
+
 
 def he_encoder(settings: HeSettings) -> Link:
     """Client side: clip each update to L2 norm C, add its noise share, encrypt."""

@@ -11,7 +11,7 @@ op for the whole batch); masks are expanded per seed straight into the batch's r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,14 @@ class RingUpdates(ClientUpdates):
 
     ring: np.ndarray
     template: Params
+    traffic: dict[int, int] = field(default_factory=dict)  # filled in by the aggregator
+
+    def bytes_per_client(self) -> float | None:
+        """Mean bytes a client sent over the whole SecAgg+ round (keys, shares, masked input),
+        as counted by the protocol run; before it runs, the masked input alone."""
+        if self.traffic:
+            return float(np.mean(list(self.traffic.values())))
+        return float(self.ring[0].nbytes) if len(self.ring) else None
 
 
 def secagg_encoder(settings: SecAggSettings) -> Link:
@@ -102,6 +110,7 @@ def secagg_aggregator(settings: SecAggSettings, denominator: float | None) -> Li
         )
         inputs = {c: updates.ring[i] for i, c in enumerate(ids)}
         report = run_round(setup, inputs, federation, _dropouts(ids, settings, key))
+        updates.traffic.update(report.bytes_sent)
         total = from_ring(report.total, settings.encoding)
         divide_by = denominator if denominator is not None else len(report.survivors)
         aggregate = unflatten((total / divide_by).float(), template)
