@@ -40,6 +40,7 @@ from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
 from veil.privacy.federated import DpPlan, dp_plan
 from veil.privacy.ledger import PrivacyLedger
 from veil.report import write_json_atomic, write_report
+from veil.report.attached import clear_sections
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
 from veil.runtime.memory import keep_freed_memory
 from veil.secagg.federated import SecurePlan, secure_plan
@@ -269,6 +270,8 @@ def execute(
     started = time.perf_counter()
     config = experiment.config
     out = None if out_dir is None else prepare_output_directory(Path(out_dir))
+    if out is not None:
+        clear_sections(out)  # attacks and audits of an earlier run in this folder
     ledger = open_ledger(experiment, out)
     metrics: dict[str, Any] = {
         "config": config.model_dump(mode="json"),

@@ -255,3 +255,13 @@ def test_write_report_writes_the_rendered_page_atomically(tmp_path):
 def test_wrong_json_kinds_raise_config_error(metrics, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         render_report(metrics)
+
+
+def test_render_page_is_a_self_contained_page_of_its_sections():
+    from veil.report.html import render_page
+
+    page = render_page("trade-off <table>", [ReportSection("Rows & more", "<table></table>")])
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h1>trade-off &lt;table&gt;</h1>" in page
+    assert "<h2>Rows &amp; more</h2>" in page and "<table></table>" in page
+    assert "http" not in page.replace("http://www.w3.org", "")

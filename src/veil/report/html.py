@@ -79,10 +79,7 @@ def render_report(
     """
     config, rounds, final, clients = _parts(metrics)
     name = str(config.get("name") or "unnamed run")
-    when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M %Z").strip()
     body = [
-        f"<h1>veil report: {escape(name)}</h1>",
-        f'<p class="date">{escape(when)}</p>',
         _claim_box(final),
         _summary(final, rounds),
         _figures(rounds, final, clients),
@@ -91,11 +88,26 @@ def render_report(
         *(_section(escape(section.title), section.html) for section in sections),
         _section("Run config", _config_block(config)),
     ]
+    return _page(f"veil report: {name}", body, generated_at)
+
+
+def render_page(
+    title: str, sections: Sequence[ReportSection], *, generated_at: datetime | None = None
+) -> str:
+    """A self-contained page of ``sections`` under ``title`` (e.g. the trade-off table)."""
+    body = [_section(escape(section.title), section.html) for section in sections]
+    return _page(title, body, generated_at)
+
+
+def _page(title: str, body: Sequence[str], generated_at: datetime | None) -> str:
+    """The HTML document: ``title`` (escaped) and the date on top of the ``body`` parts."""
+    when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M %Z").strip()
+    head = [f"<h1>{escape(title)}</h1>", f'<p class="date">{escape(when)}</p>']
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>veil report: {escape(name)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-        "<body>\n" + "\n".join(part for part in body if part) + "\n</body>\n</html>\n"
+        f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        "<body>\n" + "\n".join(part for part in [*head, *body] if part) + "\n</body>\n</html>\n"
     )
 
 
