@@ -204,6 +204,56 @@ class EncryptionConfig(Section):
     paillier_bits: int = Field(3072, ge=1024, description="Paillier modulus bits")
 
 
+ROBUST_METHODS = ("krum", "multi_krum", "median", "trimmed_mean", "norm_bounding")
+
+
+class RobustConfig(Section):
+    """A Byzantine-robust aggregator in place of the mean (`veil.fl.robust`)."""
+
+    method: Literal[ROBUST_METHODS]
+    num_byzantine: int | None = Field(None, ge=0, description="f: attackers tolerated (krum)")
+    num_selected: int | None = Field(None, ge=1, description="m: updates averaged (multi_krum)")
+    trim_fraction: float | None = Field(
+        None, ge=0, lt=0.5, description="β: share trimmed from each end (trimmed_mean)"
+    )
+    max_norm: float | None = Field(None, gt=0, description="L2 bound per update (norm_bounding)")
+    noise_std: float | None = Field(
+        None, ge=0, description="weak-DP noise std on the mean (norm_bounding; not a DP claim)"
+    )
+
+    @model_validator(mode="after")
+    def _parameters_of_the_method(self) -> RobustConfig:
+        used_by = {
+            "num_byzantine": ("krum", "multi_krum"),
+            "num_selected": ("multi_krum",),
+            "trim_fraction": ("trimmed_mean",),
+            "max_norm": ("norm_bounding",),
+            "noise_std": ("norm_bounding",),
+        }
+        _reject_unused(self, used_by, "method")
+        needed = {
+            "krum": "num_byzantine",
+            "multi_krum": "num_byzantine",
+            "trimmed_mean": "trim_fraction",
+            "norm_bounding": "max_norm",
+        }
+        key = needed.get(self.method)
+        if key is not None and getattr(self, key) is None:
+            raise ValueError(f"method {self.method!r} needs {key}")
+        return self
+
+    def parameters(self) -> dict[str, float]:
+        """The aggregator's keyword arguments that the config sets."""
+        keys = ("num_byzantine", "num_selected", "trim_fraction", "max_norm", "noise_std")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class AggregationConfig(Section):
+    """How the server combines updates beyond the plain (weighted) mean."""
+
+    robust: RobustConfig | None = None
+
+
 class VerticalConfig(Section):
     """Vertical FL on the synthetic fraud data: PSI, then Paillier hetero logistic regression."""
 
@@ -261,6 +311,7 @@ class RunConfig(Section):
     privacy: PrivacyConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
     encryption: EncryptionConfig | None = None
+    aggregation: AggregationConfig = AggregationConfig()
     frequency: FrequencyConfig | None = None
     vertical: VerticalConfig | None = None
 
@@ -283,6 +334,15 @@ class RunConfig(Section):
             raise ValueError("secure_aggregation and encryption apply to task federated_training")
         if self.secure_aggregation is not None and self.encryption is not None:
             raise ValueError("choose one of secure_aggregation and encryption")
+        robust = self.aggregation.robust
+        if robust is not None and self.task != "federated_training":
+            raise ValueError("aggregation.robust applies to task federated_training")
+        if robust is not None and self.privacy is not None and self.privacy.level == "client":
+            raise ValueError(
+                f"aggregation.robust ({robust.method}) replaces the mean whose sensitivity "
+                "client-level DP calibrates its noise to; use privacy.level: sample (DP-SGD in "
+                "each client, robust aggregation is then post-processing) or drop one of them"
+            )
         return self
 
 

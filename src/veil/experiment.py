@@ -34,6 +34,13 @@ from veil.fl import (
     run_round,
     weighted_mean,
 )
+from veil.fl.links import Link, chain
+from veil.fl.robust import (
+    build_robust_aggregator,
+    check_robust_setting,
+    check_secure_combination,
+    norm_bounding_for_secure_sum,
+)
 from veil.fl.sampling import ClientSampler
 from veil.he.federated import EncryptedPlan, encrypted_plan
 from veil.models import FunctionalModel, build_model, cross_entropy_and_accuracy
@@ -58,6 +65,11 @@ class Experiment:
     state: ServerState
     privacy: DpPlan | None = None
     secure: SecurePlan | EncryptedPlan | None = None
+
+
+def clients_per_round(config: RunConfig, num_clients: int) -> int:
+    """How many clients a round takes (the expected number, rounded, under Poisson sampling)."""
+    return max(1, round(build_sampler(config).expected_count(num_clients)))
 
 
 def build_sampler(config: RunConfig) -> ClientSampler:
@@ -91,6 +103,7 @@ def build_plan(
         encoder, aggregator = secure.encoder, secure.aggregator
     elif privacy:
         encoder, aggregator = privacy.encoder, privacy.aggregator
+    encoder, aggregator = with_robust_aggregation(config, encoder, aggregator)
     return RoundPlan(
         sampler=build_sampler(config),
         local=replace(build_local_training(config), dp=privacy.local_dp if privacy else None),
@@ -101,6 +114,22 @@ def build_plan(
         noise_seed_for_testing=config.privacy.noise_seed_for_testing if config.privacy else None,
         secret_sampling=config.privacy is not None,
     )
+
+
+def with_robust_aggregation(
+    config: RunConfig, encoder: Link, aggregator: Link
+) -> tuple[Link, Link]:
+    """``aggregation.robust`` in place of the mean; under SecAgg+ or HE, where the server sees
+    only the sum, only norm bounding (clipping on the clients, weak-DP noise on the sum)."""
+    robust = config.aggregation.robust
+    if robust is None:
+        return encoder, aggregator
+    protection = "secagg" if config.secure_aggregation else "he" if config.encryption else "none"
+    check_secure_combination(robust.method, protection)
+    if protection == "none":
+        return encoder, build_robust_aggregator(robust.method, **robust.parameters())
+    clip, noise = norm_bounding_for_secure_sum(robust.max_norm, robust.noise_std or 0.0)
+    return chain(clip, encoder), chain(aggregator, noise)
 
 
 def build_experiment(config: RunConfig) -> Experiment:
@@ -144,6 +173,10 @@ def build_experiment(config: RunConfig) -> Experiment:
         secure = encrypted_plan(config, data.num_clients, length, privacy)
     plan = build_plan(config, privacy, secure)
     plan.sampler.check(data.num_clients)
+    if config.aggregation.robust:
+        robust = config.aggregation.robust
+        expected = clients_per_round(config, data.num_clients)
+        check_robust_setting(robust.method, robust.parameters(), expected)
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
     )

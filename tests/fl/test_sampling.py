@@ -36,3 +36,11 @@ def test_poisson_rate_matches_in_expectation_and_can_be_empty():
 def test_bad_sampling_arguments(sampler, message):
     with pytest.raises(ConfigError, match=message):
         sampler.sample(10, np.random.default_rng(0))
+
+
+def test_expected_count_of_each_sampler():
+    assert FixedCountSampler(3).expected_count(10) == 3
+    assert FixedCountSampler(30).expected_count(10) == 10
+    assert FractionSampler(0.25).expected_count(10) == 3
+    assert FractionSampler(0.01).expected_count(10) == 1
+    assert PoissonSampler(0.5).expected_count(10) == 5

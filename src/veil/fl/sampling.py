@@ -29,6 +29,10 @@ class FixedCountSampler:
             f"(the number of clients) (got {self.clients_per_round})",
         )
 
+    def expected_count(self, num_clients: int) -> float:
+        """Clients per round (capped at the population)."""
+        return float(min(self.clients_per_round, num_clients))
+
     def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
         self.check(num_clients)
         return np.sort(rng.choice(num_clients, size=self.clients_per_round, replace=False))
@@ -46,9 +50,13 @@ class FractionSampler:
             0 < self.fraction <= 1, f"federation.fraction must be in (0, 1] (got {self.fraction})"
         )
 
+    def expected_count(self, num_clients: int) -> float:
+        """``max(1, round(fraction · N))``, rounding halves up."""
+        return float(max(1, math.floor(self.fraction * num_clients + 0.5)))
+
     def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
         self.check(num_clients)
-        count = max(1, math.floor(self.fraction * num_clients + 0.5))
+        count = int(self.expected_count(num_clients))
         return FixedCountSampler(count).sample(num_clients, rng)
 
 
@@ -61,6 +69,10 @@ class PoissonSampler:
     def check(self, num_clients: int) -> None:
         """Raise `ConfigError` unless the rate is in (0, 1]."""
         check(0 < self.rate <= 1, f"federation.poisson_rate must be in (0, 1] (got {self.rate})")
+
+    def expected_count(self, num_clients: int) -> float:
+        """``q · N`` (a round may hold any number)."""
+        return self.rate * num_clients
 
     def sample(self, num_clients: int, rng: np.random.Generator) -> np.ndarray:
         self.check(num_clients)

@@ -21,6 +21,7 @@ from veil.errors import ConfigError
 from veil.fl.aggregators import weighted_mean
 from veil.fl.links import Link, identity
 from veil.fl.local import LocalTraining, SampleLevelDP
+from veil.fl.sampling import FixedCountSampler, FractionSampler
 from veil.privacy.accounting import calibrate_noise_multiplier
 from veil.privacy.client_dp import (
     adaptive_clipped_gaussian_sum,
@@ -83,9 +84,11 @@ def client_sampling(config: RunConfig, num_clients: int) -> tuple[float, float]:
     fed = config.federation
     if fed.poisson_rate is not None:
         return fed.poisson_rate, fed.poisson_rate * num_clients
-    per_round = fed.clients_per_round or (
-        max(1, round(fed.fraction * num_clients)) if fed.fraction else num_clients
-    )
+    per_round = num_clients
+    if fed.clients_per_round is not None:
+        per_round = FixedCountSampler(fed.clients_per_round).expected_count(num_clients)
+    elif fed.fraction is not None:
+        per_round = FractionSampler(fed.fraction).expected_count(num_clients)
     if per_round < num_clients:
         raise ConfigError(
             "client-level DP accounts for Poisson client sampling: set federation.poisson_rate, or "
