@@ -92,7 +92,7 @@ def client_sampling(config: RunConfig, num_clients: int) -> tuple[float, float]:
     if per_round < num_clients:
         raise ConfigError(
             "client-level DP accounts for Poisson client sampling: set federation.poisson_rate, or "
-            f"let every client take part each round (got {per_round} of {num_clients} per round)"
+            f"let every client take part each round (got {per_round:g} of {num_clients} per round)"
         )
     return 1.0, float(num_clients)
 
