@@ -103,7 +103,7 @@ def build_plan(
         encoder, aggregator = secure.encoder, secure.aggregator
     elif privacy:
         encoder, aggregator = privacy.encoder, privacy.aggregator
-    encoder, aggregator = with_robust_aggregation(config, encoder, aggregator)
+    encoder, aggregator = robust_links(config, encoder, aggregator)
     return RoundPlan(
         sampler=build_sampler(config),
         local=replace(build_local_training(config), dp=privacy.local_dp if privacy else None),
@@ -116,7 +116,13 @@ def build_plan(
     )
 
 
-def with_robust_aggregation(
+def protection(config: RunConfig) -> str:
+    """What the server sees of each update: ``"none"`` (each in the clear), ``"secagg"`` or
+    ``"he"`` (only their sum)."""
+    return "secagg" if config.secure_aggregation else "he" if config.encryption else "none"
+
+
+def robust_links(
     config: RunConfig, encoder: Link, aggregator: Link
 ) -> tuple[Link, Link]:
     """``aggregation.robust`` in place of the mean; under SecAgg+ or HE, where the server sees
@@ -124,9 +130,7 @@ def with_robust_aggregation(
     robust = config.aggregation.robust
     if robust is None:
         return encoder, aggregator
-    protection = "secagg" if config.secure_aggregation else "he" if config.encryption else "none"
-    check_secure_combination(robust.method, protection)
-    if protection == "none":
+    if protection(config) == "none":
         return encoder, build_robust_aggregator(robust.method, **robust.parameters())
     clip, noise = norm_bounding_for_secure_sum(robust.max_norm, robust.noise_std or 0.0)
     return chain(clip, encoder), chain(aggregator, noise)
@@ -137,6 +141,8 @@ def build_experiment(config: RunConfig) -> Experiment:
     simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds."""
     if config.task != "federated_training":
         raise ConfigError(f"build_experiment runs task federated_training (got {config.task})")
+    if config.aggregation.robust:  # before any key generation
+        check_secure_combination(config.aggregation.robust.method, protection(config))
     device = resolve_device(config.runtime.device)
     if config.runtime.keep_freed_memory:
         keep_freed_memory()
