@@ -21,13 +21,13 @@ def key(seed=0):
 
 
 def reference(module, params, x, y, plan):
-    """Full-batch (q = 1) DP-SGD of one client without noise, step by step."""
+    """Full-batch (q = 1) DP-SGD of one client without noise, step by step, dividing by B."""
     p = {k: v.clone() for k, v in params.items()}
     for _ in range(plan.num_steps(len(y))):
         grads = per_sample_gradients(module, p, x, y)
         factors = clip_factors(leading_axis_l2_norms(grads), plan.dp.max_grad_norm)
         for k, g in grads.items():
-            p[k] = p[k] - plan.lr * torch.tensordot(factors, g, dims=1) / len(y)
+            p[k] = p[k] - plan.lr * torch.tensordot(factors, g, dims=1) / plan.batch_size
     return {k: p[k] - params[k] for k in p}
 
 
@@ -65,7 +65,30 @@ def test_noise_has_the_calibrated_scale(uneven_pool):
             for s in range(20)
         ]
     )
-    assert float(draws.std()) == pytest.approx(2.0 * 0.5 / n, rel=0.05)
+    assert n < 64  # q = 1: the noise is still divided by B, never by the client's row count
+    assert float(draws.std()) == pytest.approx(2.0 * 0.5 / 64, rel=0.05)
+
+
+def test_one_more_row_changes_the_step_by_that_rows_clipped_gradient_only():
+    """Add/remove adjacency: with q = 1, adding row z moves a noiseless step by −lr·clip(g_z)/B
+    exactly; dividing by the row count would also rescale every other row (the audited leak)."""
+    from veil.runtime.pool import ClientPool
+
+    torch.manual_seed(1)
+    module = build_model("logistic", (4,), 2)
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    x, y = np.random.default_rng(0).normal(size=(5, 4)), np.array([0, 1, 1, 0, 1])
+    pools = [ClientPool.from_arrays([x[:n]], [y[:n]]) for n in (4, 5)]
+    plan = LocalTraining(lr=1.0, batch_size=16, steps=1, dp=SampleLevelDP(1e-9, 0.5))
+    without, with_z = (
+        train_dpsgd_clients(module, params, pool, np.array([0]), plan, key())[0] for pool in pools
+    )
+    z = (torch.as_tensor(x[4:], dtype=torch.float32), torch.as_tensor(y[4:]))
+    grad = per_sample_gradients(module, params, *z)
+    factor = clip_factors(leading_axis_l2_norms(grad), 0.5)
+    for k in params:
+        expected = -torch.tensordot(factor, grad[k], dims=1) / 16
+        torch.testing.assert_close(with_z[k][0] - without[k][0], expected, atol=1e-6, rtol=0)
 
 
 def test_each_client_gets_its_own_event():

@@ -2,8 +2,12 @@
 
 Each local step of client c draws a Poisson sample of its n_c rows at rate q_c = min(1, B/n_c)
 (B the configured batch size), clips every sample's gradient to L2 norm C, adds N(0, σ²C² I) to
-the sum and divides by the expected batch size q_c·n_c (Abadi et al. 2016; see
-`veil.privacy.dpsgd`). The clients of a chunk run in lock-step under ``torch.func.vmap`` over
+the sum and divides by B (Abadi et al. 2016; see `veil.privacy.dpsgd`). The divisor is the
+public constant B, not q_c·n_c: for a client with n_c ≤ B rows (q_c = 1) that would be n_c, and
+one more row would rescale every other row's contribution, a change that add/remove adjacency
+does not cover (the canary audit measured ε ≥ 5.8 against a claimed 4.4 before this was fixed).
+As in Opacus and TF Privacy, the record count n_c (which sets q_c and, in epoch mode, the step
+count) is treated as public. The clients of a chunk run in lock-step under ``torch.func.vmap`` over
 `veil.privacy.per_sample.clipped_gradient_sum`; a client with fewer steps (epoch mode) sits out
 the extra ones, unchanged and unaccounted.
 
@@ -69,7 +73,7 @@ def train_dpsgd_clients(
     rates = torch.as_tensor(  # float64: the sampled rate must be the q the events record
         client_sample_rates(sizes, plan.batch_size), dtype=torch.float64, device=device
     )
-    expected_batch = (rates * sizes_t).unsqueeze(1).float()
+    divisor = float(plan.batch_size)  # public; see the module docstring
     steps = torch.as_tensor([int(plan.num_steps(int(n))) for n in sizes], device=device)
     clip, sigma = plan.dp.max_grad_norm, plan.dp.noise_multiplier
 
@@ -91,7 +95,7 @@ def train_dpsgd_clients(
             loss_sum += active * (per_row * sampled).sum(1) / sampled.sum(1).clamp_min(1)
         noised = noisy_average(grads, sigma, clip, 1.0, generator)  # Σ c_i g_i + N(0, σ²C²)
         for k, g in noised.items():
-            step = g / expected_batch.reshape(-1, *([1] * (g.dim() - 1)))
+            step = g / divisor
             if plan.prox_mu > 0:
                 step = step + plan.prox_mu * (params[k] - global_params[k])
             params[k] = params[k] - plan.lr * active.reshape(-1, *([1] * (g.dim() - 1))) * step
