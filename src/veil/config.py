@@ -117,11 +117,23 @@ class ServerConfig(Section):
 
 
 class RuntimeConfig(Section):
+    backend: Literal["simulation", "ray"] = Field(
+        "simulation", description="where clients train: this process, or Ray actors"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (default: start a local one)"
+    )
+    ray_workers: int | None = Field(None, ge=1, description="Ray actors (default: 2)")
     engine: Literal[("auto", *ENGINES)] = "auto"
     device: str = "auto"
     chunk_size: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1, le=os.cpu_count() or 1, description="torch CPU threads")
     keep_freed_memory: bool = Field(True, description="glibc keeps freed memory for reuse")
+
+    @model_validator(mode="after")
+    def _ray_settings_need_ray(self) -> RuntimeConfig:
+        _reject_unused(self, {"ray_address": ("ray",), "ray_workers": ("ray",)}, "backend")
+        return self
 
 
 class PrivacyConfig(Section):
@@ -295,6 +307,24 @@ class FrequencyConfig(Section):
     noise_seed_for_testing: int | None = Field(None, description="reproducible noise: NOT private")
 
 
+class DeploymentConfig(Section):
+    """A real deployment over gRPC (``veil server`` / ``veil client``, `veil.runtime.grpc`)."""
+
+    address: str = Field("127.0.0.1:50051", description="host:port the server listens on")
+    sites: list[str] | None = Field(
+        None, min_length=1, description="allowlist of site names (default: every client)"
+    )
+    min_clients: int | None = Field(
+        None, ge=1, description="sites connected before a round starts (default: all allowed)"
+    )
+    round_timeout: float = Field(120.0, gt=0, description="seconds sites have to train and reply")
+    stage_timeout: float = Field(30.0, gt=0, description="seconds per SecAgg+ stage")
+    poll_seconds: float = Field(5.0, gt=0, le=60, description="long poll of an idle site")
+    chunk_bytes: int = Field(1 << 20, ge=1024, description="bytes per streamed chunk")
+    max_message_bytes: int = Field(256 << 20, ge=1024, description="largest task or reply")
+    max_failed_rounds: int = Field(5, ge=1, description="attempts at a round before stopping")
+
+
 class RunConfig(Section):
     name: str = "run"
     task: Literal["federated_training", "frequency_estimation", "vertical_training"] = (
@@ -314,6 +344,7 @@ class RunConfig(Section):
     aggregation: AggregationConfig = AggregationConfig()
     frequency: FrequencyConfig | None = None
     vertical: VerticalConfig | None = None
+    deployment: DeploymentConfig | None = None
 
     @model_validator(mode="after")
     def _sections_of_the_task(self) -> RunConfig:

@@ -122,9 +122,7 @@ def protection(config: RunConfig) -> str:
     return "secagg" if config.secure_aggregation else "he" if config.encryption else "none"
 
 
-def robust_links(
-    config: RunConfig, encoder: Link, aggregator: Link
-) -> tuple[Link, Link]:
+def robust_links(config: RunConfig, encoder: Link, aggregator: Link) -> tuple[Link, Link]:
     """``aggregation.robust`` in place of the mean; under SecAgg+ or HE, where the server sees
     only the sum, only norm bounding (clipping on the clients, weak-DP noise on the sum)."""
     robust = config.aggregation.robust
@@ -186,16 +184,30 @@ def build_experiment(config: RunConfig) -> Experiment:
     pool = ClientPool.from_arrays(
         [c.x_train for c in data.clients], [c.y_train for c in data.clients], device
     )
-    transport = SimulatedTransport(
-        module,
-        pool,
-        engine=config.runtime.engine,
-        chunk_size=config.runtime.chunk_size,
-        client_names=[c.name for c in data.clients],
-    )
+    transport = build_transport(config, module, pool, [c.name for c in data.clients])
     model = FunctionalModel(transport.module)
     state = init_server_state(model.init_params(), plan)
     return Experiment(config, data, model, plan, transport, state, privacy, secure)
+
+
+def build_transport(config: RunConfig, module, pool: ClientPool, names: list[str]):
+    """The simulator, or with ``runtime.backend: ray`` the same training in Ray actors."""
+    runtime = config.runtime
+    if runtime.backend == "ray":
+        from veil.runtime.ray_transport import RayTransport
+
+        return RayTransport(
+            module,
+            pool,
+            workers=runtime.ray_workers or 2,
+            address=runtime.ray_address,
+            engine=runtime.engine,
+            chunk_size=runtime.chunk_size,
+            client_names=names,
+        )
+    return SimulatedTransport(
+        module, pool, engine=runtime.engine, chunk_size=runtime.chunk_size, client_names=names
+    )
 
 
 @contextmanager
