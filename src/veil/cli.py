@@ -302,3 +302,7 @@ def he_infer(
         else:
             rows[key] = value
     print_json_or_table(rows, False, f"encrypted inference ({model}, {packing} packing)")
+
+
+# Commands defined in their own modules register themselves on `app` when imported.
+from veil import cli_audits  # noqa: E402, F401
