@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from veil.config_section import Section, reject_unused
 from veil.data import DATASETS, PARTITION_METHODS
 from veil.errors import ConfigError
 from veil.fl.server_optimizers import SERVER_OPTIMIZERS
@@ -21,20 +22,7 @@ from veil.privacy.accounting import ACCOUNTANTS
 from veil.privacy.ldp import MAX_EPSILON, ORACLES
 from veil.runtime.sim import ENGINES
 from veil.secagg.messages import STAGES
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _reject_unused(section: BaseModel, used_by: dict[str, tuple[str, ...]], selector: str) -> None:
-    """Refuse keys that the chosen ``selector`` value would silently ignore."""
-    chosen = getattr(section, selector)
-    for key, users in used_by.items():
-        if getattr(section, key) is not None and chosen not in users:
-            raise ValueError(
-                f"{key} applies only to {selector} {' or '.join(users)} (got {selector} {chosen!r})"
-            )
+from veil.tee.config import TeeConfig
 
 
 class DataConfig(Section):
@@ -55,7 +43,7 @@ class PartitionConfig(Section):
         for key, (method,) in needed.items():
             if self.method == method and getattr(self, key) is None:
                 raise ValueError(f"method {method!r} needs {key} (a number > 0)")
-        _reject_unused(self, needed, "method")
+        reject_unused(self, needed, "method")
         return self
 
 
@@ -107,7 +95,7 @@ class ServerConfig(Section):
     def _hyperparameters_of_the_optimizer(self) -> ServerConfig:
         adaptive = ("fedadam", "fedyogi")
         used_by = {"momentum": ("fedavgm",), "beta1": adaptive, "beta2": adaptive, "tau": adaptive}
-        _reject_unused(self, used_by, "optimizer")
+        reject_unused(self, used_by, "optimizer")
         return self
 
     def hyperparameters(self) -> dict[str, float]:
@@ -132,7 +120,7 @@ class RuntimeConfig(Section):
 
     @model_validator(mode="after")
     def _ray_settings_need_ray(self) -> RuntimeConfig:
-        _reject_unused(self, {"ray_address": ("ray",), "ray_workers": ("ray",)}, "backend")
+        reject_unused(self, {"ray_address": ("ray",), "ray_workers": ("ray",)}, "backend")
         return self
 
 
@@ -242,7 +230,7 @@ class RobustConfig(Section):
             "max_norm": ("norm_bounding",),
             "noise_std": ("norm_bounding",),
         }
-        _reject_unused(self, used_by, "method")
+        reject_unused(self, used_by, "method")
         needed = {
             "krum": "num_byzantine",
             "multi_krum": "num_byzantine",
@@ -264,6 +252,7 @@ class AggregationConfig(Section):
     """How the server combines updates beyond the plain (weighted) mean."""
 
     robust: RobustConfig | None = None
+    tee: TeeConfig | None = None
 
 
 class VerticalConfig(Section):
@@ -365,6 +354,13 @@ class RunConfig(Section):
             raise ValueError("secure_aggregation and encryption apply to task federated_training")
         if self.secure_aggregation is not None and self.encryption is not None:
             raise ValueError("choose one of secure_aggregation and encryption")
+        if self.aggregation.tee is not None and self.task != "federated_training":
+            raise ValueError("aggregation.tee applies to task federated_training")
+        if self.aggregation.tee is not None and self.encryption is not None:
+            raise ValueError(
+                "aggregation.tee cannot wrap encryption: its key holder is a separate party; use "
+                "the enclave alone, or with secure_aggregation as defence in depth"
+            )
         robust = self.aggregation.robust
         if robust is not None and self.task != "federated_training":
             raise ValueError("aggregation.robust applies to task federated_training")

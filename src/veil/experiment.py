@@ -51,6 +51,7 @@ from veil.report.attached import clear_sections
 from veil.runtime import ClientPool, SimulatedTransport, resolve_device
 from veil.runtime.memory import keep_freed_memory
 from veil.secagg.federated import SecurePlan, secure_plan
+from veil.tee.federated import TeePlan, tee_plan
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Experiment:
     transport: SimulatedTransport
     state: ServerState
     privacy: DpPlan | None = None
-    secure: SecurePlan | EncryptedPlan | None = None
+    secure: SecurePlan | EncryptedPlan | TeePlan | None = None
 
 
 def clients_per_round(config: RunConfig, num_clients: int) -> int:
@@ -176,6 +177,9 @@ def build_experiment(config: RunConfig) -> Experiment:
     elif config.encryption:
         secure = encrypted_plan(config, data.num_clients, length, privacy)
     plan = build_plan(config, privacy, secure)
+    if config.aggregation.tee:  # the aggregator chain moves into an attested enclave
+        secure = tee_plan(config, plan.encoder, plan.aggregator, secure)
+        plan = replace(plan, encoder=secure.encoder, aggregator=secure.aggregator)
     plan.sampler.check(data.num_clients)
     if config.aggregation.robust:
         robust = config.aggregation.robust
