@@ -42,3 +42,21 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+
+# A deployment on this machine: certificates, one coordinator and five hospital sites as separate
+# processes on 127.0.0.1 (mTLS), DP + SecAgg+ (examples/hospitals_secagg.yaml), then the report.
+DEPLOY_DIR ?= runs/deploy-demo
+DEPLOY_ADDRESS ?= 127.0.0.1:50051
+DEPLOY_SITES := client_0 client_1 client_2 client_3 client_4
+.PHONY: deploy-demo
+deploy-demo: setup
+	rm -rf $(DEPLOY_DIR)
+	$(BIN)/veil certs init $(DEPLOY_DIR)/certs $(addprefix --site ,$(DEPLOY_SITES)) > /dev/null
+	$(BIN)/veil server examples/hospitals_secagg.yaml --certs $(DEPLOY_DIR)/certs \
+	    --address $(DEPLOY_ADDRESS) --out $(DEPLOY_DIR)/run & server=$$!; \
+	for site in $(DEPLOY_SITES); do \
+	    $(BIN)/veil client --server $(DEPLOY_ADDRESS) --site $$site --certs $(DEPLOY_DIR)/certs \
+	        2> $(DEPLOY_DIR)/$$site.log & \
+	done; \
+	wait $$server || { kill $$(jobs -p) 2> /dev/null; exit 1; }; \
+	wait; echo "sites' logs: $(DEPLOY_DIR)/client_*.log"

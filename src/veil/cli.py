@@ -305,4 +305,4 @@ def he_infer(
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from veil import cli_audits, cli_tee  # noqa: E402, F401
+from veil import cli_audits, cli_deploy, cli_tee  # noqa: E402, F401

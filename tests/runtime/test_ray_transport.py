@@ -53,5 +53,5 @@ def test_sample_level_dp_on_ray_records_every_clients_event(cluster):
 def test_ray_settings_need_the_ray_backend():
     with pytest.raises(ConfigError, match="ray_workers applies only to backend ray"):
         parse_config({"runtime": {"ray_workers": 2}})
-    with pytest.raises(ConfigError, match="runtime.ray_workers"):
+    with pytest.raises(ConfigError, match=r"runtime\.ray_workers"):
         parse_config({"runtime": {"backend": "ray", "ray_workers": 0}})

@@ -3,10 +3,12 @@
     encoder:    clip → scale → stochastic rounding (+ distributed DP noise) → Z_{2^b}
     aggregator: SecAgg+ round among the batch's clients → ring sum → floats → ÷ denominator
 
-The aggregator drives the protocol through `veil.secagg.simulate` (the in-process transport:
-real client and server objects exchanging the message data classes); a network transport drives
-the same `SecAggClient`/`SecAggServer` stages. Encoding is batched over the clients (one tensor
-op for the whole batch); masks are expanded per seed straight into the batch's rows.
+The aggregator asks the batch of updates to run the protocol (`RingUpdates.secure_sum`): in
+process through `veil.secagg.simulate` (real client and server objects exchanging the message
+data classes); a network transport's batch drives the same `SecAggClient`/`SecAggServer` stages
+with the same driver over the network (`veil.runtime.grpc`). Encoding is batched over the
+clients (one tensor op for the whole batch); masks are expanded per seed straight into the
+batch's rows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from veil.params import Params, flatten_stacked, unflatten
 from veil.randomness import cpu_generator
 from veil.secagg.distributed_dp import client_noise, summed_noise_event
 from veil.secagg.encoding import RingEncoding, from_ring, to_ring
-from veil.secagg.simulate import Federation, new_round_setup, run_round
+from veil.secagg.messages import RoundSetup
+from veil.secagg.simulate import Federation, SecAggReport, new_round_setup, run_round
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ class RingUpdates(ClientUpdates):
             return float(np.mean(list(self.traffic.values())))
         return float(self.ring[0].nbytes) if len(self.ring) else None
 
+    def secure_sum(
+        self, setup: RoundSetup, federation: Federation, dropouts: dict[int, str]
+    ) -> SecAggReport:
+        """Run SecAgg+ among these clients, in process (the simulator: ``federation`` holds
+        their identity keys, ``dropouts`` are simulated)."""
+        inputs = {c: self.ring[i] for i, c in enumerate(setup.clients)}
+        return run_round(setup, inputs, federation, dropouts)
+
 
 def secagg_encoder(settings: SecAggSettings) -> Link:
     """Client side, before masking: encode each update (and add its noise share)."""
@@ -83,7 +94,7 @@ def secagg_aggregator(settings: SecAggSettings, denominator: float | None) -> Li
         template = {
             k: torch.zeros_like(v, dtype=torch.float64) for k, v in updates.template.items()
         }
-        length = updates.ring.shape[1]
+        length = sum(v.numel() for v in updates.template.values())
         ids = [int(c) for c in updates.client_ids]
         events = []
         if settings.client_noise_std > 0:
@@ -108,8 +119,7 @@ def secagg_aggregator(settings: SecAggSettings, denominator: float | None) -> Li
             hybrid=settings.hybrid,
             graph_seed=int(torch.randint(2**62, (1,), generator=cpu_generator(key))),
         )
-        inputs = {c: updates.ring[i] for i, c in enumerate(ids)}
-        report = run_round(setup, inputs, federation, _dropouts(ids, settings, key))
+        report = updates.secure_sum(setup, federation, _dropouts(ids, settings, key))
         updates.traffic.update(report.bytes_sent)
         total = from_ring(report.total, settings.encoding)
         divide_by = denominator if denominator is not None else len(report.survivors)

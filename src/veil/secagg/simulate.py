@@ -1,17 +1,22 @@
-"""Run a SecAgg+ round in one process: real client and server objects exchanging real messages.
+"""Run a SecAgg+ round: the server's driver, and in-process parties for the simulator.
 
-The driver is the transport: it carries each message from sender to receiver, makes clients
-drop out at a chosen stage, lets a test tamper with messages in flight, and measures what each
-party spends (seconds inside its own code, bytes it sends). A message the server rejects drops
-its sender; the round goes on without it.
+`drive_round` is the server's side of a round: it sends each stage's requests through a
+`Parties` object and feeds the answers to a `SecAggServer`. The same driver runs in one process
+(`run_round`, with `InProcessParties`: real client objects exchanging real messages) and over the
+network (`veil.runtime.grpc`, where each party is a remote site), so the protocol code is the
+same in both. The in-process parties make clients drop out at a chosen stage, let a test tamper
+with messages in flight, and measure what each party spends (seconds inside its own code, bytes
+it sends). A message the server rejects drops its sender; the round goes on without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -51,6 +56,32 @@ class Federation:
         return self._private[client]
 
 
+class Parties(Protocol):
+    """The clients of a round as the server reaches them (in process, or over a network)."""
+
+    def exchange(self, stage: str, requests: Mapping[int, Any]) -> dict[int, ClientMessage]:
+        """Give client ``c`` its ``requests[c]`` for ``stage`` (the `RoundSetup` for the first
+        stage, then what `SecAggServer` produced); return the messages that came back, by
+        client. A client that dropped out, refused or missed the deadline is absent."""
+        ...
+
+
+def answer(
+    client: SecAggClient, stage: str, request: Any, value: np.ndarray | None
+) -> ClientMessage:
+    """Client ``client``'s message for ``stage`` given the server's request (``value``: its
+    input in Z_{2^bits}, needed at the masked-input stage). Raises `ProtocolError` to refuse."""
+    if stage == STAGES[0]:
+        return client.advertise()
+    if stage == STAGES[1]:
+        return client.share_keys(request)
+    if stage == STAGES[2]:
+        if value is None:
+            raise ProtocolError(f"client {client.id}: no input for this round")
+        return client.masked_input(request, value)
+    return client.unmask(request)
+
+
 def new_round_setup(
     clients,
     *,
@@ -84,6 +115,87 @@ def new_round_setup(
     )
 
 
+def drive_round(
+    setup: RoundSetup, identities: Mapping[int, bytes], parties: Parties
+) -> tuple[np.ndarray, tuple[int, ...], dict[int, str], float]:
+    """The server's side of one round: (Σ of the survivors' inputs, survivors, rejected
+    messages by claimed sender, seconds spent in the server's own code). Raises
+    `ProtocolError` when the round fails (too few survivors or shares); nothing is revealed."""
+    clock = [0.0]
+
+    def timed(step, *args):
+        started = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            clock[0] += time.perf_counter() - started
+
+    server = timed(SecAggServer, setup, dict(identities))
+
+    def deliver(stage: str, requests: Mapping[int, Any]) -> None:
+        for message in parties.exchange(stage, requests).values():
+            # a rejected message is logged by the server; without an accepted one, its sender drops
+            with contextlib.suppress(ProtocolError):
+                timed(server.receive, message)
+
+    deliver(STAGES[0], {c: setup for c in setup.clients})
+    deliver(STAGES[1], timed(server.neighbour_keys))
+    deliver(STAGES[2], timed(server.forwarded_shares))
+    request = timed(server.unmask_request)
+    deliver(STAGES[3], {c: request for c in request.survivors})
+    total = timed(server.result)
+    return total, request.survivors, dict(server.rejected), clock[0]
+
+
+class InProcessParties:
+    """Every client of the round as a `SecAggClient` in this process (the simulator)."""
+
+    def __init__(
+        self,
+        setup: RoundSetup,
+        inputs: Mapping[int, np.ndarray],
+        federation: Federation,
+        dropouts: Mapping[int, str] | None = None,
+        tamper: Tamper | None = None,
+    ):
+        self.inputs, self.tamper = inputs, tamper
+        self.dropouts = dict(dropouts or {})
+        unknown = set(self.dropouts.values()) - set(STAGES)
+        if unknown:
+            raise ConfigError(f"dropout stages must be among {STAGES} (got {sorted(unknown)})")
+        for c in setup.clients:
+            federation.identity(c)
+        self.clients: dict[int, SecAggClient] = {}
+        self.seconds: dict[int, float] = {}
+        for c in setup.clients:
+            started = time.perf_counter()
+            self.clients[c] = SecAggClient(c, federation.identity(c), setup, federation.public)
+            self.seconds[c] = time.perf_counter() - started
+        self.sent = {c: 0 for c in setup.clients}
+
+    def exchange(self, stage: str, requests: Mapping[int, Any]) -> dict[int, ClientMessage]:
+        out = {}
+        for c, request in requests.items():
+            if c not in self.clients:
+                continue
+            if self.dropouts.get(c) == stage:
+                self.clients.pop(c)
+                continue
+            started = time.perf_counter()
+            try:
+                message = answer(self.clients[c], stage, request, self.inputs.get(c))
+            except ProtocolError:  # an honest client refusing: it stops taking part
+                self.clients.pop(c)
+                continue
+            finally:
+                self.seconds[c] += time.perf_counter() - started
+            message = self.tamper(message) if self.tamper else message
+            if message is not None:
+                self.sent[c] += wire_size(message)
+                out[c] = message
+        return out
+
+
 def run_round(
     setup: RoundSetup,
     inputs: Mapping[int, np.ndarray],
@@ -91,76 +203,8 @@ def run_round(
     dropouts: Mapping[int, str] | None = None,
     tamper: Tamper | None = None,
 ) -> SecAggReport:
-    """One round. ``dropouts[c]`` names the stage at which client c stops responding (it never
-    sends that stage's message); ``tamper`` may replace or suppress any client message."""
-    dropouts = dict(dropouts or {})
-    unknown = set(dropouts.values()) - set(STAGES)
-    if unknown:
-        raise ConfigError(f"dropout stages must be among {STAGES} (got {sorted(unknown)})")
-    for c in setup.clients:
-        federation.identity(c)
-    started = time.perf_counter()
-    server = SecAggServer(setup, federation.public)
-    server_clock = [time.perf_counter() - started]
-    clients, spent = {}, {}
-    for c in setup.clients:
-        started = time.perf_counter()
-        clients[c] = SecAggClient(c, federation.identity(c), setup, federation.public)
-        spent[c] = time.perf_counter() - started
-    sent = {c: 0 for c in clients}
-
-    def deliver(stage: str, act: Callable[[SecAggClient], ClientMessage], who) -> None:
-        for c in who:
-            if dropouts.get(c) == stage:
-                clients.pop(c)
-                continue
-            started = time.perf_counter()
-            try:
-                message = act(clients[c])
-            except ProtocolError:  # an honest client refusing: it stops taking part
-                clients.pop(c)
-                continue
-            finally:
-                spent[c] += time.perf_counter() - started
-            message = tamper(message) if tamper else message
-            if message is None:
-                continue
-            sent[c] += wire_size(message)
-            started = time.perf_counter()
-            try:
-                server.receive(message)
-            except ProtocolError:
-                pass  # ignored and logged by the server; without an accepted message it drops
-            finally:
-                server_clock[0] += time.perf_counter() - started
-
-    def server_step(step):
-        started = time.perf_counter()
-        try:
-            return step()
-        finally:
-            server_clock[0] += time.perf_counter() - started
-
-    deliver("advertise keys", lambda client: client.advertise(), list(clients))
-    keys_for = server_step(server.neighbour_keys)
-    deliver(
-        "share keys",
-        lambda client: client.share_keys(keys_for[client.id]),
-        [c for c in keys_for if c in clients],
-    )
-    shares_for = server_step(server.forwarded_shares)
-    deliver(
-        "masked input",
-        lambda client: client.masked_input(shares_for[client.id], inputs[client.id]),
-        [c for c in shares_for if c in clients],
-    )
-    request = server_step(server.unmask_request)
-    deliver(
-        "unmasking",
-        lambda client: client.unmask(request),
-        [c for c in request.survivors if c in clients],
-    )
-    total = server_step(server.result)
-    return SecAggReport(
-        total, request.survivors, server_clock[0], spent, sent, dict(server.rejected)
-    )
+    """One round in process. ``dropouts[c]`` names the stage at which client c stops responding
+    (it never sends that stage's message); ``tamper`` may replace or suppress any message."""
+    parties = InProcessParties(setup, inputs, federation, dropouts, tamper)
+    total, survivors, rejected, seconds = drive_round(setup, federation.public, parties)
+    return SecAggReport(total, survivors, seconds, parties.seconds, parties.sent, rejected)
