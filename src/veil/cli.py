@@ -91,7 +91,8 @@ def run(
             f"  ({final['seconds']:.1f} s)"
         )
     else:
-        summary = f"accuracy {final['accuracy']:.4f}  loss {final['loss']:.4f}"
+        loss = "—" if final.get("loss") is None else f"{final['loss']:.4f}"
+        summary = f"accuracy {final['accuracy']:.4f}  loss {loss}"
         stderr.print(f"{summary}  ({final['seconds']:.1f} s)")
     if final.get("stopped"):
         stderr.print(Text(f"stopped after round {final['rounds']}: {final['stopped']}"))

@@ -18,6 +18,7 @@ from veil.data import DATASETS, PARTITION_METHODS
 from veil.errors import ConfigError
 from veil.fl.server_optimizers import SERVER_OPTIMIZERS
 from veil.models.zoo import ACTIVATIONS, MODELS
+from veil.mpc.config import MpcConfig
 from veil.privacy.accounting import ACCOUNTANTS
 from veil.privacy.ldp import MAX_EPSILON, ORACLES
 from veil.runtime.sim import ENGINES
@@ -316,9 +317,9 @@ class DeploymentConfig(Section):
 
 class RunConfig(Section):
     name: str = "run"
-    task: Literal["federated_training", "frequency_estimation", "vertical_training"] = (
-        "federated_training"
-    )
+    task: Literal[
+        "federated_training", "frequency_estimation", "vertical_training", "mpc_training"
+    ] = "federated_training"
     seed: int = Field(0, ge=0, lt=2**63)
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
@@ -333,11 +334,16 @@ class RunConfig(Section):
     aggregation: AggregationConfig = AggregationConfig()
     frequency: FrequencyConfig | None = None
     vertical: VerticalConfig | None = None
+    mpc: MpcConfig | None = None
     deployment: DeploymentConfig | None = None
 
     @model_validator(mode="after")
     def _sections_of_the_task(self) -> RunConfig:
-        own = {"frequency_estimation": "frequency", "vertical_training": "vertical"}
+        own = {
+            "frequency_estimation": "frequency",
+            "vertical_training": "vertical",
+            "mpc_training": "mpc",
+        }
         for task, section in own.items():
             given = getattr(self, section) is not None
             if self.task == task and not given:
@@ -348,8 +354,9 @@ class RunConfig(Section):
             raise ValueError(
                 "task frequency_estimation takes its ε in frequency.epsilon, not privacy"
             )
-        if self.task == "vertical_training" and self.privacy is not None:
-            raise ValueError("task vertical_training does not support privacy (no DP yet)")
+        for task in ("vertical_training", "mpc_training"):
+            if self.task == task and self.privacy is not None:
+                raise ValueError(f"task {task} does not support privacy (no DP yet)")
         if self.task != "federated_training" and (self.secure_aggregation or self.encryption):
             raise ValueError("secure_aggregation and encryption apply to task federated_training")
         if self.secure_aggregation is not None and self.encryption is not None:

@@ -299,6 +299,10 @@ def run_experiment(
         from veil.vertical_experiment import run_vertical_training
 
         return run_vertical_training(config.vertical, config.seed, config.name, out_dir)
+    if config.task == "mpc_training":
+        from veil.mpc.experiment import run_mpc_training
+
+        return run_mpc_training(config.mpc, config.data, config.seed, config.name, out_dir)
     return execute(build_experiment(config), out_dir, on_round)
 
 

@@ -1,0 +1,176 @@
+import numpy as np
+import pytest
+
+from veil.errors import ConfigError
+from veil.mpc import OnDemandDealer, run_parties
+from veil.mpc.plaintext import logits, train_plaintext
+from veil.mpc.training import PartyData, TrainingSpec, secure_training_program, triple_plan
+
+
+def small_problem(parties, split, rows=36, features=4):
+    """A separable toy problem split among the parties (rows or columns)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, features))
+    y = (x @ np.arange(1, features + 1) > 0).astype(np.int64)
+    test_x, test_y = x[:6] + 0.1, y[:6]
+    if split == "rows":
+        cut, test_cut = (
+            np.array_split(np.arange(rows), parties),
+            np.array_split(np.arange(6), parties),
+        )
+        data = [
+            PartyData(x[c], test_x[t], y[c], test_y[t]) for c, t in zip(cut, test_cut, strict=True)
+        ]
+        counts = ([len(c) for c in cut], [features] * parties, [len(t) for t in test_cut])
+    else:
+        cols = np.array_split(np.arange(features), parties)
+        data = [
+            PartyData(x[:, c], test_x[:, c], y if i == 0 else None, test_y if i == 0 else None)
+            for i, c in enumerate(cols)
+        ]
+        counts = ([rows] * parties, [len(c) for c in cols], [6] * parties)
+    return data, tuple(map(tuple, counts)), x, y
+
+
+def run_with_on_demand_triples(spec, data):
+    dealer = OnDemandDealer()
+    args = [(spec, d, dealer.view(i) if spec.parties == 2 else None) for i, d in enumerate(data)]
+    return [r.value for r in run_parties(secure_training_program, args)], dealer.used
+
+
+@pytest.mark.parametrize(
+    "model,sigmoid,release",
+    [
+        ("logistic", "piecewise", "model"),
+        ("logistic", "taylor", "predictions"),
+        ("mlp", "piecewise", "predictions"),
+    ],
+)
+def test_triple_plan_is_exactly_what_training_uses(model, sigmoid, release):
+    data, counts, _, _ = small_problem(2, "rows", rows=20)
+    spec = TrainingSpec(
+        *counts, model=model, hidden=3, sigmoid=sigmoid, epochs=1, batch_size=8, release=release
+    )
+    _, used = run_with_on_demand_triples(spec, data)
+    assert triple_plan(spec) == used
+
+
+@pytest.mark.parametrize("parties,split", [(2, "rows"), (3, "features")])
+def test_secure_logistic_regression_follows_plaintext_step_for_step(parties, split):
+    data, counts, x, y = small_problem(parties, split)
+    spec = TrainingSpec(*counts, split=split, epochs=2, batch_size=8, learning_rate=0.5)
+    outputs, _ = run_with_on_demand_triples(spec, data)
+    pooled = x if split == "features" else np.vstack([d.x_train for d in data])
+    labels = y if split == "features" else np.concatenate([d.y_train for d in data])
+    reference = train_plaintext(
+        "logistic",
+        pooled,
+        labels,
+        hidden=0,
+        epochs=2,
+        batch_size=8,
+        learning_rate=0.5,
+        seed=0,
+        sigmoid="piecewise",
+    )
+    for output in outputs:
+        assert np.abs(output.weights[0] - reference[0]).max() < 1e-3
+        assert output.predictions is None and len(output.epoch_seconds) == 2
+
+
+def test_secure_inference_tells_each_hospital_only_its_own_predictions():
+    data, counts, _, _ = small_problem(2, "rows")
+    spec = TrainingSpec(
+        *counts,
+        model="mlp",
+        hidden=3,
+        epochs=2,
+        batch_size=8,
+        learning_rate=0.5,
+        release="predictions",
+    )
+    outputs, _ = run_with_on_demand_triples(spec, data)
+    assert all(o.weights is None for o in outputs)
+    assert [len(o.predictions) for o in outputs] == [3, 3]
+    predicted = np.concatenate([o.predictions for o in outputs])
+    assert set(np.unique(predicted)) <= {0, 1}
+
+
+def test_training_spec_refuses_inconsistent_settings():
+    with pytest.raises(ConfigError, match="split must be one of"):
+        TrainingSpec((5, 5), (3, 3), (1, 1), split="columns")
+    with pytest.raises(ConfigError, match="for 2 or 3 parties"):
+        TrainingSpec((5, 5), (3,), (1, 1))
+    with pytest.raises(ConfigError, match="every party holds the same rows"):
+        TrainingSpec((5, 6), (3, 3), (1, 1), split="features")
+    with pytest.raises(ConfigError, match="every party holds the same features"):
+        TrainingSpec((5, 5), (3, 4), (1, 1))
+    with pytest.raises(ConfigError, match="at least one row and one feature"):
+        TrainingSpec((0, 5), (3, 3), (1, 1))
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        TrainingSpec((5, 5), (3, 3), (1, 1), epochs=0)
+    with pytest.raises(ConfigError, match="learning_rate must be > 0"):
+        TrainingSpec((5, 5), (3, 3), (1, 1), learning_rate=0)
+
+
+def breast_cancer_parts(parties, split, seed=0):
+    """Hospitals' shares of breast cancer, as `veil.mpc.experiment` makes them."""
+    from veil.config import DataConfig
+    from veil.mpc.config import MpcConfig
+    from veil.mpc.experiment import prepare_parties
+
+    return prepare_parties(MpcConfig(parties=parties, split=split), DataConfig(), seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "parties,split,model",
+    [
+        (2, "rows", "logistic"),
+        (2, "features", "mlp"),
+        (3, "rows", "logistic"),
+        (3, "features", "mlp"),
+        (2, "rows", "mlp"),
+        (3, "rows", "mlp"),
+    ],
+)
+def test_breast_cancer_accuracy_within_one_point_of_plaintext(parties, split, model):
+    spec, data, (x, y, x_test, y_test) = breast_cancer_parts(parties, split)
+    spec = TrainingSpec(
+        spec.row_counts, spec.feature_counts, spec.test_row_counts, split=split, model=model
+    )
+    outputs, _ = run_with_on_demand_triples(spec, data)
+    plain = train_plaintext(
+        model, x, y, hidden=8, epochs=10, batch_size=32, learning_rate=0.1, seed=0
+    )
+    secure_accuracy = np.mean((logits(outputs[0].weights, x_test) > 0) == y_test)
+    plain_accuracy = np.mean((logits(plain, x_test) > 0) == y_test)
+    assert abs(secure_accuracy - plain_accuracy) <= 0.01 and secure_accuracy > 0.93
+
+
+def test_two_hospitals_can_make_their_own_triples_with_paillier():
+    data, counts, _, _ = small_problem(2, "rows", rows=16)
+    spec = TrainingSpec(
+        *counts,
+        epochs=1,
+        batch_size=8,
+        sigmoid="taylor",
+        learning_rate=0.5,
+        triples="paillier",
+        paillier_bits=1024,
+    )
+    args = [(spec, d, None) for d in data]
+    outputs = [r.value for r in run_parties(secure_training_program, args)]
+    reference = train_plaintext(
+        "logistic",
+        np.vstack([d.x_train for d in data]),
+        np.concatenate([d.y_train for d in data]),
+        hidden=0,
+        epochs=1,
+        batch_size=8,
+        learning_rate=0.5,
+        seed=0,
+        sigmoid="taylor",
+    )
+    assert np.abs(outputs[0].weights[0] - reference[0]).max() < 1e-3
+    assert outputs[0].paillier.triples == 4 and outputs[0].offline_seconds > 0
