@@ -63,3 +63,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = runner.invoke(app, argv)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_membership_and_fairness_attach_to_the_run(tmp_path):
+    out = tmp_path / "run"
+    config = config_file(tmp_path, SMALL)
+    result = runner.invoke(app, ["attack", "membership", config, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    attacks = json.loads(result.stdout)["attacks"]
+    assert {"loss", "lira", "rmia"} <= set(attacks)
+    assert all(0.0 <= a["auc"] <= 1.0 for a in attacks.values())
+    result = runner.invoke(app, ["fairness", config, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.html").read_text()
+    assert "Membership" in report and "airness" in report
+
+
+def test_tradeoff_writes_its_tables(tmp_path):
+    config = config_file(tmp_path, SMALL)
+    result = runner.invoke(app, ["tradeoff", config, "--out", str(tmp_path / "t"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["setting"] for r in rows][:2] == ["none", "DP ε=1"]
+    assert set(rows[0]) >= {
+        "setting", "accuracy", "epsilon", "mia_auc", "reconstruction_psnr", "seconds",
+        "bytes_per_client",
+    }  # fmt: skip
+    assert rows[0]["epsilon"] is None
+    assert (tmp_path / "t" / "tradeoff.md").exists() and (tmp_path / "t" / "tradeoff.html").exists()

@@ -158,6 +158,23 @@ def audit(
 
 
 @app.command()
+def fairness(
+    config: Annotated[Path, typer.Argument(help="YAML run config (federated training).")],
+    out: OutOption = Path("runs/latest"),
+    as_json: JsonOption = False,
+    seed: Annotated[int, typer.Option(help="Seed of the study's runs.")] = 0,
+) -> None:
+    """Per-site and per-class accuracy, worst-group gap and equalized odds: IID vs non-IID,
+    with and without DP (DP's disparate impact, Bagdasaryan et al. 2019)."""
+    from veil.audit.fairness_study import run_fairness_study
+    from veil.config import load_config
+
+    with exit_on_bad_input():
+        run_config = load_config(config)
+        publish(run_fairness_study(run_config, seed=seed), "fairness", run_config, out, as_json)
+
+
+@app.command()
 def tradeoff(
     config: Annotated[Path, typer.Argument(help="YAML run config (federated training).")],
     out: Annotated[

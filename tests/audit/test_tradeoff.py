@@ -105,3 +105,12 @@ def test_measured_rows_show_what_each_protection_hides(tmp_path):
     assert "| DP ε=4 + HE |" in (tmp_path / "tradeoff.md").read_text()
     assert "DP ε=4 + HE" in (tmp_path / "tradeoff.html").read_text()
     assert (tmp_path / "tradeoff.json").exists()
+
+
+@pytest.mark.slow  # the whole grid on the default example: about a minute
+def test_hospitals_example_is_attackable_without_dp_and_not_at_epsilon_1():
+    result = tradeoff.run_tradeoff(load_config(HOSPITALS))
+    rows = {row["setting"]: row for row in result["rows"]}
+    assert rows["none"]["mia_auc"] > 0.55
+    assert rows["DP ε=1"]["mia_auc"] <= 0.55
+    assert rows["none"]["reconstruction_psnr"] > 40 and rows["SecAgg+"]["reconstruction_psnr"] < 30
