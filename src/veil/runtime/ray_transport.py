@@ -30,7 +30,7 @@ from veil.fl.links import ClientUpdates, Events, identity
 from veil.params import Params
 from veil.randomness import noise_generator
 from veil.runtime.pool import ClientPool
-from veil.runtime.sim import SimulatedTransport
+from veil.runtime.sim import SimulatedTransport, encode_updates
 
 
 class ClientWorker:
@@ -114,10 +114,8 @@ class RayTransport:
             deltas = {k: v.new_zeros((0, *v.shape)).to(device) for k, v in params.items()}
             losses = torch.zeros(0, device=device)
         events = [event for r in results for event in r[1]]
-        weights = torch.as_tensor(self.pool.sizes[client_ids], dtype=torch.float32, device=device)
-        ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
-        updates, encoder_state, encoder_events = plan.encoder.apply(
-            ClientUpdates(deltas, weights, ids), encoder_state, key
+        updates, encoder_state, encoder_events = encode_updates(
+            deltas, self.pool.sizes[client_ids], client_ids, plan, encoder_state, key
         )
         return updates, encoder_state, events + encoder_events, losses
 

@@ -116,6 +116,21 @@ def default_chunk_size(engine: str, module: nn.Module, rows: int, device: torch.
     return int(np.clip(budget // per_client, 1, 16384))
 
 
+def encode_updates(
+    deltas: Params,
+    sizes: np.ndarray,
+    client_ids: np.ndarray,
+    plan: RoundPlan,
+    encoder_state: Any,
+    key: torch.Generator,
+) -> tuple[ClientUpdates, Any, Events]:
+    """Run ``plan.encoder`` on the clients' stacked ``deltas``, weighted by their row counts."""
+    device = next(iter(deltas.values())).device
+    weights = torch.as_tensor(sizes, dtype=torch.float32, device=device)
+    ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
+    return plan.encoder.apply(ClientUpdates(deltas, weights, ids), encoder_state, key)
+
+
 @dataclass
 class SimulatedTransport:
     """In-process transport: every client lives in ``pool``; training runs on ``pool.x.device``.
@@ -161,10 +176,8 @@ class SimulatedTransport:
         deltas = (
             parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in params}
         )
-        weights = torch.as_tensor(self.pool.sizes[client_ids], dtype=torch.float32, device=device)
-        ids = torch.as_tensor(client_ids, dtype=torch.int64, device=device)
-        updates, encoder_state, encoder_events = plan.encoder.apply(
-            ClientUpdates(deltas, weights, ids), encoder_state, key
+        updates, encoder_state, encoder_events = encode_updates(
+            deltas, self.pool.sizes[client_ids], client_ids, plan, encoder_state, key
         )
         return updates, encoder_state, events + encoder_events, torch.cat(losses)
 
