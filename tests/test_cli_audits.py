@@ -36,9 +36,7 @@ def test_poisoning_attack_lands_in_the_report_of_the_run_it_attacked(tmp_path):
 def test_audit_runs_the_config_first_when_the_folder_holds_another_run(tmp_path):
     out = tmp_path / "run"
     config = config_file(tmp_path, PRIVATE)
-    result = runner.invoke(
-        app, ["audit", config, "--out", str(out), "--runs", "20000", "--json"]
-    )
+    result = runner.invoke(app, ["audit", config, "--out", str(out), "--runs", "20000", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
