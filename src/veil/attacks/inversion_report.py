@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from veil.report import ReportSection, figure_to_svg
-from veil.report.html import _table
+from veil.report.html import table_html
 
 CELL_INCHES = 0.8
 """Width and height of one image in the grid."""
@@ -64,7 +64,7 @@ def inversion_section(
     """A report section: paragraphs, the figure with its caption, then a table (all escaped)."""
     text = "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
     figure = f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
-    table = _table([escape(h) for h in header], [[escape(c) for c in row] for row in rows])
+    table = table_html([escape(h) for h in header], [[escape(c) for c in row] for row in rows])
     return ReportSection(title, text + figure + table)
 
 

@@ -39,19 +39,11 @@ from veil.config import RunConfig, parse_config
 from veil.errors import ConfigError
 from veil.experiment import build_experiment, clients_per_round, execute
 from veil.report import ReportSection, write_json_atomic, write_text_atomic
-from veil.report.html import render_page
+from veil.report.html import render_page, table_html
 
 EPSILONS = (1.0, 3.0, 8.0)
+HEADER = ("setting", "accuracy", "ε", "MIA AUC", "PSNR (dB)", "seconds", "bytes/client")
 MIA_SEEDS = (0, 1, 2)  # one split's AUC scatters by about ±0.02 on breast cancer
-COLUMNS = (
-    "setting",
-    "accuracy",
-    "epsilon",
-    "mia_auc",
-    "reconstruction_psnr",
-    "seconds",
-    "bytes_per_client",
-)
 _DP_DEFAULTS = {"level": "client", "delta": 1e-5, "clip_norm": 0.1}
 VIEW_NOTE = (
     "MIA AUC: RMIA membership inference against the setting trained on half of each client's "
@@ -204,8 +196,7 @@ def write_tradeoff(result: dict[str, Any], out_dir: str | Path) -> None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The table in GitHub Markdown: one line per setting, ``—`` for a missing value."""
-    header = ["setting", "accuracy", "ε", "MIA AUC", "PSNR (dB)", "seconds", "bytes/client"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in rows:
         lines.append("| " + " | ".join(_cells(row)) + " |")
     return "\n".join(lines) + "\n"
@@ -230,10 +221,6 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 def html_table(rows: list[dict[str, Any]]) -> str:
     """The same table as an HTML fragment (every string escaped)."""
-    header = ["setting", "accuracy", "ε", "MIA AUC", "PSNR (dB)", "seconds", "bytes/client"]
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in _cells(row)) + "</tr>"
-        for row in rows
+    return table_html(
+        [escape(h) for h in HEADER], [[escape(cell) for cell in _cells(row)] for row in rows]
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

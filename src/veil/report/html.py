@@ -216,7 +216,7 @@ def _clients_table(clients: _Entries) -> str:
         for client in clients
     ]
     header = ["Client", "Train rows", "Test rows", "Accuracy"]
-    return _section(f"Clients ({len(clients)})", _table(header, rows))
+    return _section(f"Clients ({len(clients)})", table_html(header, rows))
 
 
 def _rounds_table(rounds: _Entries) -> str:
@@ -234,7 +234,7 @@ def _rounds_table(rounds: _Entries) -> str:
         for index, entry in enumerate(rounds, start=1)
     ]
     header = ["Round", "Accuracy", "Loss", "ε", "Seconds"]
-    return _section("Rounds", _table(header, rows))
+    return _section("Rounds", table_html(header, rows))
 
 
 def _config_block(config: Mapping[str, Any]) -> str:
@@ -244,7 +244,7 @@ def _config_block(config: Mapping[str, Any]) -> str:
     return f"<pre>{escape(text)}</pre>"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table_html(header: list[str], rows: list[list[str]]) -> str:
     """An HTML table; ``header`` and ``rows`` hold already-escaped cell HTML."""
     head = "".join(f"<th>{cell}</th>" for cell in header)
     body = "\n".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
