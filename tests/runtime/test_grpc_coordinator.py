@@ -222,7 +222,13 @@ def test_update_kind_and_bounds_follow_the_config():
             "simulated_dropout is for the simulator",
         ),
         ({"runtime": {"backend": "ray"}}, "runtime.backend 'ray' trains the clients of one"),
-        ({"aggregation": {"tee": {}}}, "aggregation.tee is not deployable over gRPC yet"),
+        (
+            {
+                "aggregation": {"tee": {}},
+                "secure_aggregation": {"neighbors": 2, "threshold": 2, "clip_norm": 1.0},
+            },
+            r"aggregation\.tee with secure_aggregation is not deployable",
+        ),
     ],
 )
 def test_simulator_only_settings_are_refused_by_a_deployment(changes, message):

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from veil.errors import ProtocolError
 from veil.fl.links import ClientUpdates
 from veil.secagg.links import RingUpdates
-from veil.tee.channel import open_updates, seal_updates
+from veil.tee.channel import ciphertext_bytes, open_updates, seal_updates
 
 KEY = X25519PrivateKey.generate()
 
@@ -60,3 +60,9 @@ def test_update_for_another_enclave_does_not_open(batch):
     sealed = seal_updates(batch, X25519PrivateKey.generate().public_key(), 3)
     with pytest.raises(ProtocolError, match="does not open in the enclave"):
         open_updates(sealed, KEY, 3)
+
+
+def test_ciphertext_bytes_is_the_length_a_relay_sees(batch):
+    template = {k: v[0] for k, v in batch.deltas.items()}
+    sealed = seal_updates(batch, X25519PrivateKey.generate().public_key(), 0)
+    assert {len(c) for c in sealed.ciphertexts} == {ciphertext_bytes(template, sealed.dtype)}

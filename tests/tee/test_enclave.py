@@ -1,6 +1,7 @@
 import dp_accounting
 import pytest
 import torch
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from veil.errors import ProtocolError
 from veil.fl.aggregators import weighted_mean
@@ -8,7 +9,7 @@ from veil.privacy.client_dp import adaptive_clipped_gaussian_sum, gaussian_sum
 from veil.tee.channel import seal_updates
 from veil.tee.enclave import AttestedAggregator
 from veil.tee.errors import RollbackDetected
-from veil.tee.evidence import Evidence
+from veil.tee.evidence import Evidence, FreshNonces, verify_aggregator
 
 pytestmark = pytest.mark.filterwarnings("ignore::veil.randomness.InsecureNoiseWarning")
 PARAMS = {"w": torch.zeros(3, 2), "b": torch.zeros(2)}
@@ -91,3 +92,14 @@ def test_tuple_state_survives_sealing(backend, batch):
     _, state, _ = one_round(enclave, batch, state)
     _, state, _ = one_round(enclave, batch, state)
     assert enclave.round_counter == 2
+
+
+def test_evidence_for_a_tls_key_binds_the_channel_key_too(backend, policy):
+    enclave = AttestedAggregator(backend, weighted_mean())
+    enclave.init(PARAMS)
+    tls_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    nonces = FreshNonces()
+    nonce = nonces.issue()
+    verified = verify_aggregator(enclave.evidence(nonce, tls_key), nonce, tls_key, policy)
+    assert verified.channel_key == enclave.channel_public_key.public_bytes_raw()
+    assert Evidence.from_bytes(enclave.evidence(bytes(32))).channel_key == b""  # simulator

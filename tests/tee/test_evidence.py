@@ -126,3 +126,22 @@ def test_evidence_round_trips(backend):
     document = Evidence.from_bytes(evidence)
     assert document.to_bytes() == evidence
     assert (document.nonce, document.round_counter, document.backend) == (nonce, 7, "simulated")
+
+
+def test_a_deployments_evidence_binds_the_channel_key_beside_the_tls_key(backend, policy):
+    nonces = FreshNonces()
+    nonce = nonces.issue()
+    channel = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    evidence = aggregator_evidence(backend, nonce, KEY, 2, channel)
+    verified = verify_aggregator(evidence, nonce, KEY, policy, nonces=nonces, now=NOW)
+    assert verified.channel_key == channel and verified.round_counter == 2
+    report_data = parse_quote(Evidence.from_bytes(evidence).quote).body.report_data
+    assert report_data == report_data_for(KEY, nonce, 2, channel)
+    assert report_data != report_data_for(KEY, nonce, 2)  # the channel key is bound
+    document = json.loads(evidence)
+    document["channel_key"] = X25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    with pytest.raises(ReplayedEvidence, match=r"round counter \(or channel key\)"):
+        verify_aggregator(json.dumps(document).encode(), nonce, KEY, policy, now=NOW)
+    document["channel_key"] = "ab" * 5
+    with pytest.raises(MalformedEvidence, match="the channel key is not 32 bytes"):
+        Evidence.from_bytes(json.dumps(document).encode())

@@ -2,6 +2,7 @@ import dataclasses
 import statistics
 
 import pytest
+import torch
 import yaml
 from cryptography.hazmat.primitives import serialization
 
@@ -12,7 +13,7 @@ from veil.fl import init_server_state
 from veil.fl.aggregators import weighted_mean
 from veil.fl.links import Link, identity
 from veil.tee.channel import SealedUpdates
-from veil.tee.federated import IN_THE_CLEAR, tee_plan
+from veil.tee.federated import IN_THE_CLEAR, attestation_policy, enclave_backend, tee_plan
 from veil.tee.measurement import measure_aggregator
 from veil.tee.sgx_dcap import GramineBackend
 
@@ -168,3 +169,21 @@ def test_sample_level_dp_keeps_its_own_sentence_and_adds_the_enclave(tee_config)
     claim = execute(with_tee(config))["final"]["claim"]
     assert "Every training record is (ε = " in claim and "sample-level DP-SGD" in claim
     assert claim.endswith("so the operator can read every update.")
+
+
+def test_simulated_enclaves_of_one_process_share_a_platform_so_sealed_state_survives(tee_config):
+    config = tee_config()
+    (first, policy), (second, _) = (enclave_backend(config.aggregation.tee, config) for _ in "ab")
+    assert first.platform is second.platform and first.measurement == second.measurement
+    before = tee_plan(config, identity(), weighted_mean()).enclave  # a coordinator ...
+    sealed = before.init({"w": torch.zeros(2)})
+    after = tee_plan(config, identity(), weighted_mean()).enclave  # ... restarted in-process
+    after.init({"w": torch.zeros(2)})
+    assert after.resume(sealed) == 0
+    assert policy.root == first.platform.root and not policy.hardware
+
+
+def test_the_simulated_policy_needs_the_platforms_root(tee_config):
+    config = tee_config()
+    with pytest.raises(ConfigError, match="needs the simulated platform's root"):
+        attestation_policy(config.aggregation.tee, config)

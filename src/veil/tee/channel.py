@@ -25,6 +25,7 @@ from veil.secagg.links import RingUpdates
 
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 WEIGHT = struct.Struct(">d")
+HPKE_OVERHEAD = 32 + 16  # the X25519 encapsulated key and the AES-GCM tag
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class SealedUpdates(ClientUpdates):
         if not self.ciphertexts:
             return None
         return float(np.mean([len(c) for c in self.ciphertexts]))
+
+
+def ciphertext_bytes(template: Params, dtype: str) -> int:
+    """The length of one client's ciphertext for updates shaped like ``template`` (values of
+    numpy ``dtype``): what a relay can check without the key."""
+    values = sum(v.numel() for v in template.values())
+    return HPKE_OVERHEAD + WEIGHT.size + values * np.dtype(dtype).itemsize
 
 
 def _info(round_counter: int, client_id: int) -> bytes:

@@ -60,14 +60,21 @@ class AttestedAggregator:
         return self._channel.public_key()
 
     def evidence(self, nonce: bytes, tls_public_key=None) -> bytes:
-        """Evidence for a client's ``nonce``, binding ``tls_public_key`` (default: the channel
-        key the simulator's clients encrypt to) and the current round counter."""
+        """Evidence for a client's ``nonce`` at the current round counter. It binds the channel
+        key the simulator's clients encrypt to; given the ``tls_public_key`` of a deployment's
+        endpoint, it binds that key and the channel key beside it."""
         if self.round_counter is None:
             raise ProtocolError(
                 "the enclave has no state yet: call init (new run) or resume (after a restart)"
             )
-        key = tls_public_key or self.channel_public_key
-        return aggregator_evidence(self.backend, nonce, key, self.round_counter)
+        if tls_public_key is None:
+            return aggregator_evidence(
+                self.backend, nonce, self.channel_public_key, self.round_counter
+            )
+        channel_key = self.channel_public_key.public_bytes_raw()
+        return aggregator_evidence(
+            self.backend, nonce, tls_public_key, self.round_counter, channel_key
+        )
 
     def init(self, params: Params) -> bytes:
         """Fresh inner state for a new run, sealed at round 0 (clients that saw a later

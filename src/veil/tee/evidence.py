@@ -2,13 +2,17 @@
 
 The aggregator asks its enclave for a quote whose 64 bytes of report data are::
 
-    SHA-256(DER SubjectPublicKeyInfo of its TLS key) ‖ SHA-256("veil/tee/fresh" ‖ nonce ‖ round)
+    SHA-256(DER SubjectPublicKeyInfo of its TLS key)
+      ‖ SHA-256("veil/tee/fresh" ‖ nonce ‖ round ‖ channel key)
 
 as Gramine's RA-TLS puts the key hash first (Knauth et al. 2018, "Integrating Remote
 Attestation with Transport Layer Security"). A client that sends a fresh 32-byte nonce and
 gets back evidence whose quote binds *the key of the TLS connection it is on* knows it talks
 to the measured code itself, not to a relay; the nonce makes old evidence useless, and the
-round counter (from the sealed state) lets clients notice a rolled-back aggregator.
+round counter (from the sealed state) lets clients notice a rolled-back aggregator. The
+channel key (a deployment's: the enclave's raw X25519 key that sites HPKE-encrypt their
+updates to; empty in the simulator, whose bound key is that channel key) travels in the
+evidence and is bound beside the nonce.
 
 Server side: `aggregator_evidence(backend, nonce, tls_public_key, round_counter)`.
 Client side: `verify_aggregator(evidence, nonce, expected_tls_key, policy)`.
@@ -40,6 +44,7 @@ from veil.tee.verifier import AttestationPolicy, verify_quote
 
 FORMAT = "veil-tee-evidence/1"
 NONCE_BYTES = 32
+CHANNEL_KEY_BYTES = 32  # raw X25519 public key
 MAX_EVIDENCE_BYTES = 1 << 20
 
 
@@ -68,14 +73,19 @@ def public_key_sha256(public_key) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-def freshness_digest(nonce: bytes, round_counter: int) -> bytes:
-    return hashlib.sha256(b"veil/tee/fresh" + nonce + round_counter.to_bytes(8, "big")).digest()
+def freshness_digest(nonce: bytes, round_counter: int, channel_key: bytes = b"") -> bytes:
+    counter = round_counter.to_bytes(8, "big")
+    return hashlib.sha256(b"veil/tee/fresh" + nonce + counter + channel_key).digest()
 
 
-def report_data_for(tls_public_key, nonce: bytes, round_counter: int) -> bytes:
-    """The 64 bytes of report data that bind ``tls_public_key``, ``nonce`` and the round."""
+def report_data_for(
+    tls_public_key, nonce: bytes, round_counter: int, channel_key: bytes = b""
+) -> bytes:
+    """The 64 bytes of report data that bind ``tls_public_key``, ``nonce``, the round and the
+    raw ``channel_key`` (if any)."""
     check_nonce(nonce)
-    return public_key_sha256(tls_public_key) + freshness_digest(nonce, round_counter)
+    freshness = freshness_digest(nonce, round_counter, channel_key)
+    return public_key_sha256(tls_public_key) + freshness
 
 
 def check_nonce(nonce: bytes) -> None:
@@ -105,13 +115,15 @@ class FreshNonces:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the aggregator sends: its quote, the collateral, and the nonce and round it binds."""
+    """What the aggregator sends: its quote, the collateral, and the nonce, round and channel
+    key (raw X25519, or empty) it binds."""
 
     backend: str
     quote: bytes
     collateral: Collateral
     nonce: bytes
     round_counter: int
+    channel_key: bytes = b""
 
     def to_bytes(self) -> bytes:
         document = {
@@ -122,6 +134,8 @@ class Evidence:
             "nonce": self.nonce.hex(),
             "round": self.round_counter,
         }
+        if self.channel_key:
+            document["channel_key"] = self.channel_key.hex()
         return json.dumps(document, sort_keys=True).encode()
 
     @classmethod
@@ -135,24 +149,36 @@ class Evidence:
             round_counter = document["round"]
             if not isinstance(round_counter, int) or round_counter < 0:
                 raise MalformedEvidence("the evidence's round counter is not an integer ≥ 0")
+            channel_key = bytes.fromhex(document.get("channel_key", ""))
+            if len(channel_key) not in (0, CHANNEL_KEY_BYTES):
+                raise MalformedEvidence(f"the channel key is not {CHANNEL_KEY_BYTES} bytes")
             return cls(
                 str(document["backend"]),
                 base64.b64decode(document["quote"], validate=True),
                 Collateral.from_json(document["collateral"]),
                 bytes.fromhex(document["nonce"]),
                 round_counter,
+                channel_key,
             )
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise MalformedEvidence("the evidence is not a veil attestation document") from None
 
 
 def aggregator_evidence(
-    backend: EnclaveBackend, nonce: bytes, tls_public_key, round_counter: int = 0
+    backend: EnclaveBackend,
+    nonce: bytes,
+    tls_public_key,
+    round_counter: int = 0,
+    channel_key: bytes = b"",
 ) -> bytes:
     """Server side: evidence binding ``tls_public_key`` (the key of the TLS connection the
-    client is on), the client's ``nonce`` and the aggregator's round counter."""
-    quote = backend.quote(report_data_for(tls_public_key, nonce, round_counter))
-    return Evidence(backend.name, quote, backend.collateral(), nonce, round_counter).to_bytes()
+    client is on), the client's ``nonce``, the aggregator's round counter and (deployment) the
+    raw X25519 ``channel_key`` the client will encrypt its update to."""
+    quote = backend.quote(report_data_for(tls_public_key, nonce, round_counter, channel_key))
+    document = Evidence(
+        backend.name, quote, backend.collateral(), nonce, round_counter, channel_key
+    )
+    return document.to_bytes()
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,7 @@ class VerifiedAggregator:
     debug: bool
     tcb_status: str
     round_counter: int
+    channel_key: bytes = b""  # raw X25519 key to encrypt updates to (deployment), or empty
 
     def describe(self) -> str:
         """One line for logs; says plainly when no hardware protection is in place."""
@@ -206,10 +233,11 @@ def verify_aggregator(
             "the quote binds another public key than the one of this connection: someone "
             "between the client and the enclave (or a different server) holds this key"
         )
-    if attested.report_data[32:] != freshness_digest(nonce, document.round_counter):
+    freshness = freshness_digest(nonce, document.round_counter, document.channel_key)
+    if attested.report_data[32:] != freshness:
         raise ReplayedEvidence(
-            "the quote was made for another nonce or round counter than the evidence states: "
-            "replayed or altered evidence"
+            "the quote was made for another nonce or round counter (or channel key) than the "
+            "evidence states: replayed or altered evidence"
         )
     if document.round_counter < last_round:
         raise RollbackDetected(
@@ -223,4 +251,5 @@ def verify_aggregator(
         attested.quote.body.debug,
         attested.tcb_status,
         document.round_counter,
+        document.channel_key,
     )

@@ -13,8 +13,11 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from veil.claims import secure_sum_claim
 from veil.config import RunConfig
+from veil.errors import ConfigError
 from veil.fl.links import Link
 from veil.privacy.federated import DpPlan
 from veil.report import ReportSection
@@ -26,7 +29,7 @@ from veil.tee.evidence import EnclaveBackend
 from veil.tee.links import AttestingClients, attested_encoder, enclave_aggregator
 from veil.tee.measurement import measure_aggregator, parse_measurement
 from veil.tee.sgx_dcap import GramineBackend
-from veil.tee.simulated import SimulatedBackend, SimulatedPlatform
+from veil.tee.simulated import SimulatedBackend, shared_platform
 from veil.tee.verifier import AttestationPolicy
 
 # The tail of DpPlan.claim that an enclave makes untrue: it is replaced by the TEE clause.
@@ -101,29 +104,43 @@ class TeePlan:
         return ReportSection("Trusted execution", f"<table>{body}</table>")
 
 
-def enclave_backend(tee: TeeConfig, config: RunConfig) -> tuple[EnclaveBackend, AttestationPolicy]:
-    """The enclave back end ``tee`` names and the policy the clients apply to it."""
+def attestation_policy(
+    tee: TeeConfig, config: RunConfig, simulated_root: x509.Certificate | None = None
+) -> AttestationPolicy:
+    """What a client running ``config`` accepts under ``tee``: the root (sgx-dcap: the
+    configured certificate; simulated: ``simulated_root``, the simulated platform's test
+    root), the measurements ("auto": this installation's own measurement of ``config``), the
+    TCB statuses and the mode."""
     if tee.backend == "simulated":
-        platform = SimulatedPlatform()
-        measured = measure_aggregator(config.model_dump(mode="json")).digest
-        backend: EnclaveBackend = SimulatedBackend(platform, measured, debug=tee.debug)
-        root = platform.root
+        if simulated_root is None:
+            raise ConfigError("the simulated backend's policy needs the simulated platform's root")
+        root = simulated_root
     else:
-        backend, root = GramineBackend(tee.collateral), load_root(tee.root_certificate)
+        root = load_root(tee.root_certificate)
     accepted = {
-        backend.measurement
+        measure_aggregator(config.model_dump(mode="json")).digest
         if tee.measurement == "auto"
         else parse_measurement(tee.measurement, "aggregation.tee.measurement")
     }
     accepted |= {parse_measurement(m, "aggregation.tee.allowlist entries") for m in tee.allowlist}
-    policy = AttestationPolicy(
+    return AttestationPolicy(
         root,
         frozenset(accepted),
         frozenset(tee.accepted_tcb_statuses),
         tee.allow_debug,
-        hardware=backend.hardware,
+        hardware=tee.backend != "simulated",
     )
-    return backend, policy
+
+
+def enclave_backend(tee: TeeConfig, config: RunConfig) -> tuple[EnclaveBackend, AttestationPolicy]:
+    """The enclave back end ``tee`` names and the policy the clients apply to it. Simulated
+    enclaves run on this process's `shared_platform`."""
+    if tee.backend == "simulated":
+        platform = shared_platform()
+        measured = measure_aggregator(config.model_dump(mode="json")).digest
+        backend = SimulatedBackend(platform, measured, debug=tee.debug)
+        return backend, attestation_policy(tee, config, platform.root)
+    return GramineBackend(tee.collateral), attestation_policy(tee, config)
 
 
 def tee_plan(

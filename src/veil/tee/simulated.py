@@ -11,6 +11,7 @@ so.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 import secrets
@@ -232,6 +233,14 @@ class SimulatedPlatform:
             chain,
             crls,
         )
+
+
+@functools.cache
+def shared_platform() -> SimulatedPlatform:
+    """This process's one simulated CPU, on which every configured simulated enclave runs: its
+    sealing secret lives in this process's memory only, so sealed state survives an aggregator
+    restarted within the process (not a new process)."""
+    return SimulatedPlatform()
 
 
 class SimulatedBackend:

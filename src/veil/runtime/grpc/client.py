@@ -7,7 +7,9 @@ derives each site's rows from the config's data set; a real site would load its 
 Under SecAgg+ its quantized, noised update never leaves the site unmasked: the site answers the
 protocol's stages with the same `SecAggClient` the simulator uses, after checking that the
 coordinator's round parameters are the ones the run config promises. Its DP noise comes from
-its own cryptographically seeded generator.
+its own cryptographically seeded generator. Under ``aggregation.tee`` it attests the enclave
+before every update (`SiteAttestation`, `veil.runtime.grpc.attestation`) and sends the update
+sealed to it; a failed check refuses the task, and nothing of the update leaves.
 
 Networks fail: every call is retried with exponential backoff; when the coordinator restarts,
 the site notices its session is gone and joins again by itself; a restarted site simply joins
@@ -21,9 +23,11 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
 import numpy as np
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from veil.config import parse_config
 from veil.errors import ConfigError, ProtocolError
@@ -34,6 +38,13 @@ from veil.runtime.certs import Credentials
 from veil.runtime.grpc import codec
 from veil.runtime.grpc import veil_pb2 as pb
 from veil.runtime.grpc import veil_pb2_grpc as rpc
+from veil.runtime.grpc.attestation import (
+    attested_certificate,
+    read_round_counter,
+    sealed_update,
+    site_policy,
+    write_round_counter,
+)
 from veil.runtime.grpc.wire import (
     SESSION_KEY,
     Backoff,
@@ -48,13 +59,25 @@ from veil.secagg.keys import new_identity, public_identity
 from veil.secagg.links import RingUpdates
 from veil.secagg.messages import STAGES, RoundSetup
 from veil.secagg.simulate import answer
+from veil.tee.config import TeeConfig
+from veil.tee.errors import AttestationError
+from veil.tee.evidence import FreshNonces, VerifiedAggregator, verify_aggregator
+from veil.tee.verifier import AttestationPolicy
 
 log = logging.getLogger("veil.client")
+NEEDS_MTLS = (
+    "this run's aggregator is attested (aggregation.tee), which needs mTLS (--certs): the "
+    "evidence binds the server certificate's key"
+)
 
 
 @dataclass(frozen=True)
 class SiteOptions:
-    """How a site reaches its coordinator. ``credentials`` None means plaintext (tests only)."""
+    """How a site reaches its coordinator. ``credentials`` None means plaintext (tests only).
+
+    Attested aggregator: ``tee`` is the ``aggregation.tee`` policy the site accepts (None: the
+    coordinator's config's); ``round_counter_file`` keeps the highest enclave round counter the
+    site has seen across its own restarts (None: in memory only)."""
 
     address: str
     site: str
@@ -63,6 +86,8 @@ class SiteOptions:
     backoff: Backoff = field(default_factory=Backoff)
     give_up_after: float = 300.0  # seconds without reaching the coordinator before giving up
     rpc_timeout: float = 60.0  # deadline of one call (a long poll returns well before it)
+    tee: TeeConfig | None = None
+    round_counter_file: Path | None = None
 
 
 class Connection:
@@ -100,6 +125,15 @@ class Connection:
             )
         )
 
+    def attest(self, session: bytes, nonce: bytes) -> bytes:
+        request = pb.AttestRequest(nonce=nonce)
+        reply = self._retry(
+            lambda: self.stub.Attest(
+                request, timeout=self.options.rpc_timeout, metadata=_metadata(session)
+            )
+        )
+        return reply.evidence
+
     def close(self) -> None:
         self.channel.close()
 
@@ -114,14 +148,91 @@ def _metadata(session: bytes) -> tuple[tuple[str, bytes], ...]:
     return ((SESSION_KEY, session),)
 
 
-class SiteWorker:
-    """What a site does with its tasks: train and encode, answer SecAgg+ stages."""
+class SiteAttestation:
+    """A site's side of the attested aggregator, kept for its whole run: its own nonces, the
+    highest enclave round counter it has seen (in ``options.round_counter_file`` too, if
+    given), and a channel that trusts only the certificate the evidence must bind."""
 
-    def __init__(self, joined: pb.JoinReply, site: str, identity):
+    def __init__(self, options: SiteOptions):
+        if options.credentials is None:
+            raise ConfigError(NEEDS_MTLS)
+        self.options = options
+        self.nonces = FreshNonces()
+        self.last_round = read_round_counter(options.round_counter_file)
+        self.pinned: Connection | None = None
+        self.certificate = None  # the pinned certificate (x509)
+        self.session = b""
+
+    def pin(self, joined: pb.JoinReply) -> None:
+        """After a Join: talk to the enclave over a channel that trusts the certificate the
+        coordinator names, and only it (a handshake with any other key fails)."""
+        certificate = attested_certificate(joined.attested_certificate)
+        if certificate != self.certificate:
+            self.close()
+            pem = certificate.public_bytes(Encoding.PEM)
+            credentials = replace(self.options.credentials, authority=pem)
+            patience = min(self.options.give_up_after, self.options.rpc_timeout)
+            self.pinned = Connection(
+                replace(self.options, credentials=credentials, give_up_after=patience)
+            )
+            self.certificate = certificate
+        self.session = joined.session
+
+    def verify(self, policy: AttestationPolicy) -> VerifiedAggregator:
+        """Attest the enclave with a fresh nonce on the pinned channel, against ``policy``;
+        `ProtocolError` saying why the site refuses."""
+        nonce = self.nonces.issue()
+        try:
+            evidence = self.pinned.attest(self.session, nonce)
+            verified = verify_aggregator(
+                evidence,
+                nonce,
+                self.certificate.public_key(),  # the key every handshake on `pinned` proved
+                policy,
+                last_round=self.last_round,
+                nonces=self.nonces,
+            )
+        except AttestationError as refusal:
+            raise ProtocolError(
+                f"site {self.options.site} refuses to send its update: "
+                f"{type(refusal).__name__}: {refusal}"
+            ) from refusal
+        except grpc.RpcError as error:
+            raise ProtocolError(
+                f"site {self.options.site} refuses to send its update: the enclave could not "
+                f"be attested ({error.code().name}: {error.details()})"
+            ) from None
+        self.last_round = verified.round_counter
+        write_round_counter(self.options.round_counter_file, self.last_round)
+        return verified
+
+    def close(self) -> None:
+        if self.pinned is not None:
+            self.pinned.close()
+
+
+class SiteWorker:
+    """What a site does with its tasks: train and encode, answer SecAgg+ stages; under
+    ``aggregation.tee``, attest the enclave (with ``attestation``) and seal to it."""
+
+    def __init__(
+        self,
+        joined: pb.JoinReply,
+        site: str,
+        identity,
+        attestation: SiteAttestation | None = None,
+    ):
         config = parse_config(json.loads(joined.config_json))
         self.joined_as = (joined.config_json, joined.site_index)
         self.index = int(joined.site_index)
-        own = config.model_copy(update={"encryption": None})  # the key holder's key comes below
+        self.attestation, self.policy = attestation, None
+        if config.aggregation.tee is not None:
+            if attestation is None:
+                raise ConfigError(NEEDS_MTLS)
+            self.policy = site_policy(config, attestation.options.tee, joined)
+        # The site runs the inner encoder; the key holder's or enclave's key comes below.
+        aggregation = config.aggregation.model_copy(update={"tee": None})
+        own = config.model_copy(update={"encryption": None, "aggregation": aggregation})
         experiment = build_experiment(own)
         names = [c.name for c in experiment.data.clients]
         if self.index >= len(names) or names[self.index] != site:
@@ -173,6 +284,10 @@ class SiteWorker:
             result.ring.SetInParent()
         elif isinstance(updates, EncryptedUpdates):
             result.encrypted.CopyFrom(codec.encrypted_update_to_proto(updates.messages[0]))
+        elif self.policy is not None:
+            verified = self.attestation.verify(self.policy)
+            log.info("round %d: %s", task.round, verified.describe())
+            result.sealed.CopyFrom(sealed_update(updates, verified))
         else:
             own = {k: v[0] for k, v in updates.deltas.items()}
             result.plain.deltas.extend(codec.params_to_proto(own))
@@ -216,9 +331,8 @@ class SiteWorker:
 
 
 def _kind(result: pb.TrainResult) -> str:
-    return {"plain": "plain", "ring": "SecAgg+ (held)", "encrypted": "encrypted"}[
-        result.WhichOneof("update")
-    ]
+    kinds = {"plain": "plain", "ring": "SecAgg+ (held)", "encrypted": "encrypted"}
+    return kinds.get(result.WhichOneof("update"), "sealed (to the enclave)")
 
 
 def run_site(options: SiteOptions, stop: threading.Event | None = None) -> str:
@@ -228,6 +342,7 @@ def run_site(options: SiteOptions, stop: threading.Event | None = None) -> str:
     unreachable for ``options.give_up_after`` seconds."""
     identity = new_identity()
     connection = Connection(options)
+    attestation = SiteAttestation(options) if options.credentials is not None else None
     worker: SiteWorker | None = None
     session: bytes | None = None
     try:
@@ -240,7 +355,9 @@ def run_site(options: SiteOptions, stop: threading.Event | None = None) -> str:
                         joined.config_json,
                         joined.site_index,
                     ):
-                        worker = SiteWorker(joined, options.site, identity)
+                        worker = SiteWorker(joined, options.site, identity, attestation)
+                    if worker.policy is not None:
+                        worker.attestation.pin(joined)
                     log.info("site %s joined the coordinator at %s", options.site, options.address)
                 task = connection.pull(session)
                 kind = task.WhichOneof("kind")
@@ -270,3 +387,5 @@ def run_site(options: SiteOptions, stop: threading.Event | None = None) -> str:
         return "stopped"
     finally:
         connection.close()
+        if attestation is not None:
+            attestation.close()

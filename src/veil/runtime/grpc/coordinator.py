@@ -10,7 +10,9 @@ released nothing and is tried again, up to ``max_failed_rounds`` times.
 
 `serve` wires the gRPC service to it: it waits for ``min_clients`` connected sites before each
 round, runs it with deadlines (late sites are dropped), writes metrics.json and the report as
-`veil run` does, and finally tells the sites to stop.
+`veil run` does, and finally tells the sites to stop. With ``aggregation.tee`` it hosts the
+enclave: the enclave takes up the sealed state of the checkpoint it resumes from before it
+answers any attestation.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from veil.report.attached import clear_sections
 from veil.runtime.certs import Credentials
 from veil.runtime.checkpoint import Checkpoint, CheckpointStore, config_digest
 from veil.runtime.grpc import codec
+from veil.runtime.grpc.attestation import EnclaveEndpoint
 from veil.runtime.grpc.board import TaskBoard
 from veil.runtime.grpc.server import Admission, CoordinatorService, start_server
 from veil.runtime.grpc.transport import GrpcTransport
@@ -80,16 +83,20 @@ def run_rounds(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     max_failed_rounds: int = 5,
     retry_pause: float = 1.0,
+    on_resumed: Callable[[Experiment], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment's rounds through ``transport``; write OUT/metrics.json
     after every round, the ledger and checkpoints as they commit, and the report at the end.
-    ``before_round`` may raise `StopRun` to end the run there (``final.stopped`` says why)."""
+    ``before_round`` may raise `StopRun` to end the run there (``final.stopped`` says why);
+    ``on_resumed`` sees the experiment once its state is the one the run starts from."""
     started = time.perf_counter()
     config = experiment.config
     out = prepare_output_directory(Path(out))
     ledger = open_ledger(experiment, out)
     store = CheckpointStore(out / "checkpoints", config_digest(config))
     records, sent = resume(experiment, store, ledger, out)
+    if on_resumed is not None:
+        on_resumed(experiment)
     metrics: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
         "rounds": records,
@@ -266,6 +273,9 @@ def serve(
     encryption = None
     if config.encryption is not None:
         encryption = codec.encryption_key_to_proto(experiment.secure.settings)
+    attestation = None
+    if config.aggregation.tee is not None:  # the enclave runs the aggregator chain
+        attestation = EnclaveEndpoint(experiment.secure.enclave, options.credentials)
     limits = Limits(deployment.chunk_bytes, deployment.max_message_bytes)
     service = CoordinatorService(
         transport.board,
@@ -274,6 +284,7 @@ def serve(
         encryption,
         limits,
         deployment.poll_seconds,
+        attestation,
     )
     address = options.address or deployment.address
     server, port = start_server(service, address, options.credentials, limits)
@@ -305,6 +316,7 @@ def serve(
             before_round=wait_for_sites,
             on_round=on_round,
             max_failed_rounds=deployment.max_failed_rounds,
+            on_resumed=None if attestation is None else take_up_sealed_state(attestation),
         )
     finally:
         transport.board.finish("the run is over")
@@ -325,15 +337,30 @@ def check_deployable(config: RunConfig) -> None:
             f"runtime.backend {config.runtime.backend!r} trains the clients of one simulation; "
             "in a deployment each site trains itself: remove it"
         )
-    if config.aggregation.tee is not None:
+    if config.aggregation.tee is not None and secure is not None:
         raise ConfigError(
-            "aggregation.tee is not deployable over gRPC yet (its sealed updates and "
-            "attestation have no messages in veil.proto): use secure_aggregation or encryption"
+            "aggregation.tee with secure_aggregation is not deployable over gRPC yet (the "
+            "enclave would have to drive SecAgg+ over the network): deploy one of them, or run "
+            "both in the simulator (veil run)"
         )
 
 
+def take_up_sealed_state(attestation: EnclaveEndpoint) -> Callable[[Experiment], None]:
+    """`run_rounds`' ``on_resumed``: the enclave resumes from the sealed state the run starts
+    from (a new run's, or the resumed checkpoint's) before it answers any attestation."""
+
+    def resume(experiment: Experiment) -> None:
+        counter = attestation.resume(experiment.state.aggregator_state)
+        log.info("the enclave took up sealed state at round counter %d", counter)
+
+    return resume
+
+
 def update_kind(config: RunConfig) -> str:
-    """What the sites' encoder chain sends: SecAgg+ ring, ciphertexts, or plain deltas."""
+    """What the sites' encoder chain sends: SecAgg+ ring, ciphertexts (HE, or sealed for an
+    enclave), or plain deltas."""
+    if config.aggregation.tee is not None:
+        return "sealed"
     if config.secure_aggregation is not None:
         return "ring"
     return "encrypted" if config.encryption is not None else "plain"

@@ -7,6 +7,9 @@ one line (a certificate from another CA never gets past the handshake). Every Pu
 names its session in metadata; the session's site must be the certificate's. With
 ``--insecure`` (plaintext, tests only) a site is whoever it claims to be.
 
+Attestation (``aggregation.tee``): Join names the certificate whose key the enclave's evidence
+binds, and Attest answers a site's nonce with that evidence (`veil.runtime.grpc.attestation`).
+
 Bad input: a Push whose chunks exceed the size limit, do not parse, or do not answer an open
 task correctly (wrong round, late, wrong kind, wrong shapes, ...) is answered INVALID_ARGUMENT
 with the reason, and the service goes on serving everyone else. Nothing secret (keys, session
@@ -26,6 +29,7 @@ from veil.errors import ConfigError, ProtocolError
 from veil.runtime.certs import Credentials
 from veil.runtime.grpc import veil_pb2 as pb
 from veil.runtime.grpc import veil_pb2_grpc as rpc
+from veil.runtime.grpc.attestation import EnclaveEndpoint, EnclaveNotReady
 from veil.runtime.grpc.board import TaskBoard, UnknownSession
 from veil.runtime.grpc.wire import SESSION_KEY, Limits, from_chunks, server_credentials, to_chunks
 
@@ -45,7 +49,7 @@ class Admission:
 
 
 class CoordinatorService(rpc.CoordinatorServicer):
-    """Join, Pull and Push on top of a `TaskBoard`."""
+    """Join, Pull and Push on top of a `TaskBoard`; Attest for the hosted enclave, if any."""
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class CoordinatorService(rpc.CoordinatorServicer):
         encryption: pb.EncryptionKey | None = None,
         limits: Limits | None = None,
         poll_seconds: float = 5.0,
+        attestation: EnclaveEndpoint | None = None,
     ):
         self.board = board
         self.admission = admission
@@ -62,6 +67,7 @@ class CoordinatorService(rpc.CoordinatorServicer):
         self.encryption = encryption
         self.limits = limits or Limits()
         self.poll_seconds = poll_seconds
+        self.attestation = attestation
 
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
         site = self._admit(context, request.site)
@@ -73,12 +79,25 @@ class CoordinatorService(rpc.CoordinatorServicer):
         index = list(self.admission.names).index(site)
         token = self.board.join(index, bytes(request.identity_key))
         log.info("site %s joined (client %d) from %s", site, index, context.peer())
+        attested = {} if self.attestation is None else self.attestation.join_reply_fields()
         return pb.JoinReply(
             session=token,
             site_index=index,
             config_json=self.config_json,
             encryption=self.encryption,
+            **attested,
         )
+
+    def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestReply:
+        self._session(context)
+        if self.attestation is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this run has no attested aggregator")
+        try:
+            return pb.AttestReply(evidence=self.attestation.evidence(bytes(request.nonce)))
+        except EnclaveNotReady as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except ConfigError as error:  # a nonce that is not 32 bytes
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
     def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
         token = self._session(context)

@@ -9,7 +9,9 @@ arrives is already encoded:
 - SecAgg+: each site keeps its quantized update and only says it is ready → `RemoteRingUpdates`,
   whose `secure_sum` runs the protocol over the network with `veil.secagg.simulate.drive_round`,
   the same driver and `SecAggServer` as the simulator, each stage under its own deadline;
-- HE: ciphertexts → `EncryptedUpdates`, added by the server and decrypted by the key holder.
+- HE: ciphertexts → `EncryptedUpdates`, added by the server and decrypted by the key holder;
+- TEE: HPKE ciphertexts for the attested enclave → `SealedUpdates`, opened only inside it. The
+  enclave seals one state per round, so round r's updates are sealed for round counter r − 1.
 
 Every reply is decoded and checked as it arrives (names, shapes, finite values, the clip norm
 under client-level DP, sender ids), so one bad site cannot break the round for the others.
@@ -30,7 +32,7 @@ from torch import Tensor
 from veil.errors import ConfigError, ProtocolError
 from veil.fl.links import ClientUpdates, Events
 from veil.he.links import EncryptedUpdates
-from veil.params import Params, leading_axis_l2_norms, stack
+from veil.params import Params, flatten_stacked, leading_axis_l2_norms, stack
 from veil.privacy.client_dp import NORM_SLACK
 from veil.runtime.dpsgd_local import client_dpsgd_events
 from veil.runtime.grpc import codec
@@ -39,9 +41,10 @@ from veil.runtime.grpc.board import TaskBoard
 from veil.secagg.links import RingUpdates
 from veil.secagg.messages import STAGES, ClientMessage, RoundSetup
 from veil.secagg.simulate import Federation, SecAggReport, drive_round
+from veil.tee.channel import SealedUpdates, ciphertext_bytes
 
 log = logging.getLogger("veil.server")
-UPDATE_KINDS = ("plain", "ring", "encrypted")
+UPDATE_KINDS = ("plain", "ring", "encrypted", "sealed")
 MAX_ROWS = 2**40
 
 
@@ -51,7 +54,7 @@ class SiteResult:
 
     num_rows: int
     loss: float
-    update: Any  # Params (plain), None (ring), EncryptedUpdate (encrypted)
+    update: Any  # Params (plain), None (ring), EncryptedUpdate (encrypted), bytes (sealed)
 
 
 @dataclass
@@ -192,6 +195,14 @@ class GrpcTransport:
         elif self.update_kind == "encrypted":
             messages = tuple(r.update for r in results)
             updates = EncryptedUpdates({}, weights, id_tensor, messages, template)
+        elif self.update_kind == "sealed":
+            shell = ClientUpdates({}, weights, id_tensor)
+            ciphertexts = tuple(r.update for r in results)
+            dtype = _row_dtype(like)
+            counter = round_index - 1
+            updates = SealedUpdates(
+                {}, weights, id_tensor, ciphertexts, shell, dtype, template, counter
+            )
         else:
             deltas = (
                 {k: v.to(device) for k, v in stack([r.update for r in results]).items()}
@@ -222,13 +233,18 @@ class GrpcTransport:
                 raise ProtocolError(
                     f"this run's encoder sends {self.update_kind} updates, got {sent}"
                 )
-            return SiteResult(result.num_rows, result.loss, self._update(result, like, site))
+            update = self._update(result, like, site, reply.round)
+            return SiteResult(result.num_rows, result.loss, update)
 
         return check
 
-    def _update(self, result: pb.TrainResult, like: Params, site: int) -> Any:
+    def _update(self, result: pb.TrainResult, like: Params, site: int, round_index: int) -> Any:
+        """The checked update of ``site``'s reply to the task of round ``round_index`` (the
+        board has checked that the reply is for that round)."""
         if self.update_kind == "ring":
             return None
+        if self.update_kind == "sealed":
+            return _sealed(result.sealed, like, round_index)
         if self.update_kind == "encrypted":
             update = codec.encrypted_update_from_proto(result.encrypted)
             if update.sender != site:
@@ -242,3 +258,25 @@ class GrpcTransport:
                     f"update norm {norm:.4g} exceeds the clip norm {self.max_update_norm:g}"
                 )
         return deltas
+
+
+def _row_dtype(like: Params) -> str:
+    """The numpy dtype of a flattened update shaped like ``like`` (what the sites seal)."""
+    empty = {k: v.detach().cpu()[None][:0] for k, v in like.items()}
+    return flatten_stacked(empty).numpy().dtype.str
+
+
+def _sealed(message: pb.SealedUpdate, like: Params, round_index: int) -> bytes:
+    """The ciphertext of a sealed update, if it is for this round's enclave counter and has
+    the length of an update shaped like ``like`` (the enclave checks the rest)."""
+    if message.round_counter != round_index - 1:
+        raise ProtocolError(
+            f"update sealed for enclave round counter {message.round_counter}, not "
+            f"{round_index - 1}: attest the enclave again"
+        )
+    expected = ciphertext_bytes(like, _row_dtype(like))
+    if len(message.ciphertext) != expected:
+        raise ProtocolError(
+            f"sealed update of {len(message.ciphertext)} bytes, not the {expected} of this model"
+        )
+    return bytes(message.ciphertext)

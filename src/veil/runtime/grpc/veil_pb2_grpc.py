@@ -49,6 +49,11 @@ class CoordinatorStub(object):
                 request_serializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.Chunk.SerializeToString,
                 response_deserializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.PushReply.FromString,
                 _registered_method=True)
+        self.Attest = channel.unary_unary(
+                '/veil.deploy.v1.Coordinator/Attest',
+                request_serializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestRequest.SerializeToString,
+                response_deserializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -75,6 +80,15 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attest(self, request, context):
+        """Attested aggregator (aggregation.tee): evidence for the site's fresh nonce that the enclave
+        the coordinator hosts runs the published code and holds this endpoint's TLS key. The site
+        calls it on a channel that trusts JoinReply.attested_certificate alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +106,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.Chunk.FromString,
                     response_serializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.PushReply.SerializeToString,
+            ),
+            'Attest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attest,
+                    request_deserializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestRequest.FromString,
+                    response_serializer=veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +194,33 @@ class Coordinator(object):
             '/veil.deploy.v1.Coordinator/Push',
             veil_dot_runtime_dot_grpc_dot_veil__pb2.Chunk.SerializeToString,
             veil_dot_runtime_dot_grpc_dot_veil__pb2.PushReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.deploy.v1.Coordinator/Attest',
+            veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestRequest.SerializeToString,
+            veil_dot_runtime_dot_grpc_dot_veil__pb2.AttestReply.FromString,
             options,
             channel_credentials,
             insecure,
