@@ -112,3 +112,11 @@ def test_veil_server_runs_a_deployment_and_writes_the_report(tmp_path, monkeypat
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"]["rounds"] == 1 and outcomes == ["the run is over"] * 2
     assert written == [tmp_path / "run" / "report.html"]
+
+
+def test_client_attest_needs_a_config_with_a_tee_section(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("federation: {rounds: 1}\n")
+    argv = ["client", "--server", "127.0.0.1:1", "--site", "client_0", "--insecure"]
+    result = runner.invoke(app, [*argv, "--attest", str(config)])
+    one_error_line(result, "--attest needs a config with aggregation.tee")

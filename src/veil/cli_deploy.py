@@ -169,17 +169,42 @@ def client(
     give_up_after: Annotated[
         float, typer.Option("--give-up-after", help="Seconds without the coordinator, then exit.")
     ] = 300.0,
+    attest: Annotated[
+        Path | None,
+        typer.Option(
+            "--attest",
+            help="This site's own run config: its aggregation.tee section is the attestation "
+            "policy the aggregator must meet (default: the coordinator's, with a warning).",
+        ),
+    ] = None,
+    round_counter: Annotated[
+        Path | None,
+        typer.Option("--round-counter", help="File keeping the highest attested round."),
+    ] = None,
 ) -> None:
     """Take part in a deployment as SITE until the coordinator finishes the run."""
+    from veil.config import load_config
     from veil.runtime.certs import check_site_name, site_credentials
     from veil.runtime.grpc.client import SiteOptions, run_site
 
     with exit_on_bad_input():
         check_site_name(site)
+        tee = None
+        if attest is not None:
+            tee = load_config(attest).aggregation.tee
+            if tee is None:
+                raise ConfigError(f"{attest}: --attest needs a config with aggregation.tee")
         folder = _security(certs, insecure, "site")
         credentials = site_credentials(folder, site) if folder else None
         _log_to_stderr()
         reason = run_site(
-            SiteOptions(server_address, site, credentials, give_up_after=give_up_after)
+            SiteOptions(
+                server_address,
+                site,
+                credentials,
+                give_up_after=give_up_after,
+                tee=tee,
+                round_counter_file=round_counter,
+            )
         )
     stderr.print(Text(f"site {site}: done ({reason})"))
