@@ -40,6 +40,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/veil bench secagg --json
 	$(BIN)/veil bench he-agg --json
 	$(BIN)/veil bench mpc --json
+	$(BIN)/veil bench deploy --json
 
 lint: setup
 	$(BIN)/ruff check .
