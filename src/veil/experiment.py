@@ -135,18 +135,10 @@ def robust_links(config: RunConfig, encoder: Link, aggregator: Link) -> tuple[Li
     return chain(clip, encoder), chain(aggregator, noise)
 
 
-def build_experiment(config: RunConfig) -> Experiment:
-    """Everything a run needs, validated before any round starts: device, data, model, plan,
-    simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds."""
-    if config.task != "federated_training":
-        raise ConfigError(f"build_experiment runs task federated_training (got {config.task})")
-    if config.aggregation.robust:  # before any key generation
-        check_secure_combination(config.aggregation.robust.method, protection(config))
-    device = resolve_device(config.runtime.device)
-    if config.runtime.keep_freed_memory:
-        keep_freed_memory()
+def federated_data(config: RunConfig) -> FederatedData:
+    """The config's data set, split among its clients (``data`` and ``partition``)."""
     p = config.partition
-    data = federate(
+    return federate(
         load_dataset(config.data.dataset, seed=config.seed),
         method=p.method,
         num_clients=p.num_clients,
@@ -156,6 +148,22 @@ def build_experiment(config: RunConfig) -> Experiment:
         shards_per_client=p.shards_per_client,
         beta=p.beta,
     )
+
+
+def build_experiment(config: RunConfig, data: FederatedData | None = None) -> Experiment:
+    """Everything a run needs, validated before any round starts: device, data, model, plan,
+    simulator. Every problem is a `ConfigError` raised here, not half-way through the rounds.
+
+    ``data`` replaces the config's federated split (e.g. an attack's subset of each client's
+    rows); by default it is `federated_data` of the config."""
+    if config.task != "federated_training":
+        raise ConfigError(f"build_experiment runs task federated_training (got {config.task})")
+    if config.aggregation.robust:  # before any key generation
+        check_secure_combination(config.aggregation.robust.method, protection(config))
+    device = resolve_device(config.runtime.device)
+    if config.runtime.keep_freed_memory:
+        keep_freed_memory()
+    data = federated_data(config) if data is None else data
     m = config.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -34,19 +34,14 @@ from veil.config import RunConfig
 from veil.errors import ConfigError, check
 from veil.experiment import (
     Experiment,
-    build_local_training,
-    build_plan,
-    build_transport,
+    build_experiment,
     execute,
 )
-from veil.fl import init_server_state
 from veil.fl.links import ClientUpdates
 from veil.fl.round import RoundPlan
-from veil.models import FunctionalModel
 from veil.params import Params, broadcast, flatten_stacked, stack, unflatten
-from veil.privacy.federated import dp_plan
 from veil.randomness import noise_generator, sampling_generator
-from veil.runtime import ClientPool, SimulatedTransport, resolve_device
+from veil.runtime import ClientPool, SimulatedTransport
 
 Client = tuple[np.ndarray, np.ndarray]  # one client's training rows: features and labels
 INNER = "model."  # the wrapped model's parameter names inside `FederationStartModule`
@@ -165,11 +160,11 @@ def train_federations(
 def train_target_run(
     experiment: Experiment, config: RunConfig, rows: list[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[Experiment, dict[str, Any]]:
-    """``config``'s run on the data and model of ``experiment`` (built from ``config``, with or
-    without its privacy section), with each client's training rows replaced by its ``rows``, run
-    to the end as `veil run` runs it: the steps of `build_experiment` after loading the data,
-    then `execute`. DP is calibrated to these clients; the ledger is kept in memory, so a
-    ``privacy.ledger`` file is neither read nor written."""
+    """``config``'s run on the data of ``experiment`` (built from ``config``, with or without its
+    privacy section), with each client's training rows replaced by its ``rows``, run to the end
+    as `veil run` runs it: `build_experiment` on these rows, then `execute`. DP is calibrated to
+    these clients; the ledger is kept in memory, so a ``privacy.ledger`` file is neither read
+    nor written."""
     if config.privacy:
         config = config.model_copy(
             update={"privacy": config.privacy.model_copy(update={"ledger": None})}
@@ -178,19 +173,8 @@ def train_target_run(
         replace(c, x_train=x, y_train=y)
         for c, (x, y) in zip(experiment.data.clients, rows, strict=True)
     )
-    data = replace(experiment.data, clients=clients)
-    local = build_local_training(config)
-    privacy = dp_plan(config, local, data.train_sizes) if config.privacy else None
-    plan = build_plan(config, privacy)
-    device = resolve_device(config.runtime.device)
-    pool = ClientPool.from_arrays([x for x, _ in rows], [y for _, y in rows], device)
-    names = [c.name for c in clients]
-    transport = build_transport(config, experiment.model.module, pool, names)
-    model = FunctionalModel(transport.module)
-    state = init_server_state(experiment.model.init_params(), plan)
-    target = Experiment(config, data, model, plan, transport, state, privacy)
-    metrics = execute(target)
-    return target, metrics
+    target = build_experiment(config, replace(experiment.data, clients=clients))
+    return target, execute(target)
 
 
 def paired_halves(
