@@ -12,6 +12,12 @@ def test_veil_and_plaintext_report_time_bytes_and_accuracy():
     veil = bench.time_veil(parties=2, epochs=1)
     assert veil["accuracy"] > 0.9 and veil["seconds"] > 0 and veil["bytes"] > 0
     assert veil["offline_bytes"] > 0 and veil["wall_seconds"] >= veil["seconds"]
+    assert veil["sigmoid"] == "polynomial" and "garbled_circuit" not in veil["per_operation"]
+
+
+def test_the_garbled_sigmoid_can_still_be_benchmarked():
+    veil = find_benchmark("mpc").time_veil(parties=2, epochs=1, sigmoid="piecewise")
+    assert veil["sigmoid"] == "piecewise" and veil["accuracy"] > 0.9
     assert veil["per_operation"]["garbled_circuit"]["rounds"] == 15  # one comparison batch a step
 
 

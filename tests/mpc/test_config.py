@@ -14,6 +14,7 @@ def test_defaults_are_two_hospitals_with_dealer_triples():
     )
     assert config.triple_source == "dealer" and config.release == "model"
     assert MpcConfig(triples="paillier").triple_source == "paillier"
+    assert MpcConfig(sigmoid="polynomial").sigmoid == "polynomial"
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 
 from veil.errors import ConfigError
-from veil.mpc.nonlinear import SIGMOIDS, less_than, relu, sigmoid, sigmoid_error, sign_bit
+from veil.mpc.nonlinear import (
+    POLYNOMIAL_COEFFICIENTS,
+    POLYNOMIAL_SCALE,
+    SIGMOIDS,
+    approximate_sigmoid,
+    less_than,
+    relu,
+    sigmoid,
+    sigmoid_error,
+    sign_bit,
+)
 
 VALUES = np.concatenate([np.random.default_rng(6).normal(0, 3, 400), [0.0, -0.5, 1e-4, -1e-4]])
 
@@ -17,17 +27,20 @@ def program(protocol):
         less_than(x, 0.75).reveal(),
         sigmoid(x, "taylor").reveal(),
         sigmoid(x, "piecewise").reveal(),
+        sigmoid(x, "polynomial").reveal(),
     )
 
 
 @pytest.mark.parametrize("parties", [2, 3])
 def test_comparisons_relu_and_sigmoids_match_plaintext(run_shared, parties):
-    for activation, slope, negative, below, taylor, piecewise in run_shared(program, parties):
+    for outputs in run_shared(program, parties):
+        activation, slope, negative, below, taylor, piecewise, polynomial = outputs
         assert np.allclose(activation, np.maximum(VALUES, 0), atol=2e-5)
         assert np.array_equal(slope, VALUES >= 0) and np.array_equal(negative, VALUES < 0)
         assert np.array_equal(below, VALUES < 0.75)
         assert np.allclose(taylor, 0.5 + VALUES / 4, atol=1e-4)
         assert np.allclose(piecewise, np.clip(0.5 + VALUES / 4, 0, 1), atol=1e-4)
+        assert np.allclose(polynomial, approximate_sigmoid(VALUES, "polynomial"), atol=1e-3)
 
 
 def test_documented_sigmoid_errors():
@@ -35,7 +48,20 @@ def test_documented_sigmoid_errors():
     assert sigmoid_error("piecewise", -50, 50) == pytest.approx(0.1192, abs=1e-4)
     assert sigmoid_error("taylor", -1, 1) == pytest.approx(0.0189, abs=1e-4)
     assert sigmoid_error("taylor", -8, 8) > 1  # unbounded off [-2, 2]
-    assert SIGMOIDS == ("taylor", "piecewise")
+    assert sigmoid_error("polynomial") == pytest.approx(0.0471, abs=1e-4)
+    assert sigmoid_error("polynomial", -8, 8) == pytest.approx(0.0611, abs=1e-4)
+    assert SIGMOIDS == ("taylor", "piecewise", "polynomial")
+
+
+def test_polynomial_is_the_least_squares_fit_and_overshoots_outside_its_range():
+    z = np.linspace(-POLYNOMIAL_SCALE, POLYNOMIAL_SCALE, 4001)
+    s = z / POLYNOMIAL_SCALE
+    fit, *_ = np.linalg.lstsq(np.stack([s, s**3, s**5], 1), 1 / (1 + np.exp(-z)) - 0.5)
+    assert np.allclose(POLYNOMIAL_COEFFICIENTS, fit, atol=1e-6)
+    # past the range it leaves [0, 1] on the side that pushes an SGD step back towards it
+    assert approximate_sigmoid(np.array(20.0), "polynomial") > 1
+    assert approximate_sigmoid(np.array(-20.0), "polynomial") < 0
+    assert np.allclose(approximate_sigmoid(z, "exact"), 1 / (1 + np.exp(-z)))
 
 
 def test_bad_approximations_are_config_errors(run_shared):
@@ -43,5 +69,7 @@ def test_bad_approximations_are_config_errors(run_shared):
         sigmoid_error("cubic")
     with pytest.raises(ConfigError, match="low < high"):
         sigmoid_error("taylor", 1, 1)
+    with pytest.raises(ConfigError, match="got 'probit'"):
+        approximate_sigmoid(np.zeros(1), "probit")
     with pytest.raises(ConfigError, match="got 'tanh'"):
         run_shared(lambda protocol: sigmoid(protocol.constant(np.ones(1)), "tanh"), 2)

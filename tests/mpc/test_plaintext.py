@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
+from veil.config import DataConfig
 from veil.errors import ConfigError
+from veil.mpc.config import MpcConfig
+from veil.mpc.experiment import prepare_parties
 from veil.mpc.plaintext import batch_order, design_matrix, initial_weights, logits, train_plaintext
 
 
@@ -27,7 +30,7 @@ def test_plaintext_training_learns_a_separable_problem():
     x = rng.normal(size=(200, 2))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
     for model in ("logistic", "mlp"):
-        for sigmoid in ("exact", "piecewise", "taylor"):
+        for sigmoid in ("exact", "piecewise", "taylor", "polynomial"):
             weights = train_plaintext(
                 model,
                 x,
@@ -48,7 +51,7 @@ def test_bad_models_are_config_errors():
         initial_weights("svm", 3, 0, 0)
     with pytest.raises(ConfigError, match="hidden must be >= 1"):
         initial_weights("mlp", 3, 0, 0)
-    with pytest.raises(ConfigError, match="sigmoid must be exact, taylor or piecewise"):
+    with pytest.raises(ConfigError, match="sigmoid must be exact or one of"):
         train_plaintext(
             "logistic",
             np.zeros((2, 1)),
@@ -60,3 +63,16 @@ def test_bad_models_are_config_errors():
             seed=0,
             sigmoid="probit",
         )
+
+
+def test_polynomial_sigmoid_stays_stable_where_the_taylor_line_loses_accuracy():
+    _, _, (x, y, x_test, y_test) = prepare_parties(MpcConfig(), DataConfig(), 0)
+    sgd = {"hidden": 0, "epochs": 10, "batch_size": 32, "learning_rate": 0.1, "seed": 0}
+    accuracy = {
+        name: np.mean(
+            (logits(train_plaintext("logistic", x, y, sigmoid=name, **sgd), x_test) > 0) == y_test
+        )
+        for name in ("exact", "polynomial", "taylor")
+    }
+    assert abs(accuracy["polynomial"] - accuracy["exact"]) <= 0.01
+    assert accuracy["exact"] - accuracy["taylor"] > 0.01

@@ -43,6 +43,7 @@ def run_with_on_demand_triples(spec, data):
     [
         ("logistic", "piecewise", "model"),
         ("logistic", "taylor", "predictions"),
+        ("logistic", "polynomial", "model"),
         ("mlp", "piecewise", "predictions"),
     ],
 )
@@ -55,10 +56,20 @@ def test_triple_plan_is_exactly_what_training_uses(model, sigmoid, release):
     assert triple_plan(spec) == used
 
 
-@pytest.mark.parametrize("parties,split", [(2, "rows"), (3, "features")])
-def test_secure_logistic_regression_follows_plaintext_step_for_step(parties, split):
+@pytest.mark.parametrize(
+    "parties,split,sigmoid",
+    [
+        (2, "rows", "piecewise"),
+        (3, "features", "piecewise"),
+        (2, "rows", "polynomial"),
+        (3, "rows", "polynomial"),
+    ],
+)
+def test_secure_logistic_regression_follows_plaintext_step_for_step(parties, split, sigmoid):
     data, counts, x, y = small_problem(parties, split)
-    spec = TrainingSpec(*counts, split=split, epochs=2, batch_size=8, learning_rate=0.5)
+    spec = TrainingSpec(
+        *counts, split=split, epochs=2, batch_size=8, learning_rate=0.5, sigmoid=sigmoid
+    )
     outputs, _ = run_with_on_demand_triples(spec, data)
     pooled = x if split == "features" else np.vstack([d.x_train for d in data])
     labels = y if split == "features" else np.concatenate([d.y_train for d in data])
@@ -71,7 +82,7 @@ def test_secure_logistic_regression_follows_plaintext_step_for_step(parties, spl
         batch_size=8,
         learning_rate=0.5,
         seed=0,
-        sigmoid="piecewise",
+        sigmoid=sigmoid,
     )
     for output in outputs:
         assert np.abs(output.weights[0] - reference[0]).max() < 1e-3

@@ -26,8 +26,10 @@ class MpcConfig(Section):
     batch_size: int = Field(32, ge=1, le=100_000)
     learning_rate: float = Field(0.1, gt=0, le=100)
     fractional_bits: int = Field(16, ge=8, le=MAX_FRACTIONAL_BITS, description="fixed point f")
-    sigmoid: Literal["piecewise", "taylor"] = Field(
-        "piecewise", description="clip(0.5 + z/4, 0, 1) by garbled ReLUs, or 0.5 + z/4"
+    sigmoid: Literal["piecewise", "taylor", "polynomial"] = Field(
+        "piecewise",
+        description="clip(0.5 + z/4, 0, 1) by garbled ReLUs, 0.5 + z/4, or a degree-5 "
+        "least-squares fit on [-8, 8] (no comparison)",
     )
     triples: Literal["dealer", "paillier"] | None = Field(
         None, description="2 parties: Beaver triples from a trusted dealer or from Paillier"

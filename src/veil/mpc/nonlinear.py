@@ -8,16 +8,19 @@
 - Sigmoid, by approximations whose error is measured by `sigmoid_error`
   (max |approx − σ| over a grid):
 
-  ============ ================================ ============ ========= ==========================
-  name         formula                          on [−2, 2]   on ℝ      cost
-  ============ ================================ ============ ========= ==========================
-  ``taylor``   0.5 + z/4 (first order at 0)     0.119        unbounded local (a public product)
-  ``piecewise`` clip(0.5 + z/4, 0, 1)           0.119        0.119     two ReLUs (garbled)
-  ============ ================================ ============ ========= ==========================
+  ============== =============================== ========== ========= ===========================
+  name           formula                         on [−2, 2] on ℝ      cost
+  ============== =============================== ========== ========= ===========================
+  ``taylor``     0.5 + z/4 (first order at 0)    0.119      unbounded local (a public product)
+  ``piecewise``  clip(0.5 + z/4, 0, 1)           0.119      0.119     two ReLUs (garbled)
+  ``polynomial`` 0.5 + a₁s + a₃s³ + a₅s⁵, s = z/8 0.047     unbounded three products, no comparison
+  ============== =============================== ========== ========= ===========================
 
-  Logistic regression trains with ``taylor`` (its gradient then needs no comparison; the
-  weights stay where |z| is small, see `veil.mpc.training`); the MLP's output uses
-  ``piecewise``, which stays in [0, 1] for any z.
+  ``polynomial`` is the odd degree-5 least-squares fit of σ on [−8, 8] (error ≤ 0.061 there).
+  Its leading coefficient is positive, so past the fitted range it overshoots 1 (or undershoots
+  0) and the SGD residual σ̃(z) − y pushes z back: logistic regression stays stable with no
+  comparison (the degree-3 and degree-7 fits, whose leading coefficients are negative, diverge).
+  The MLP's output and ``piecewise`` still need garbled comparisons.
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ import numpy as np
 
 from veil.errors import ConfigError
 from veil.mpc.conversion import bits_to_arithmetic, msb_xor_shares
+from veil.mpc.ring import encode
 from veil.mpc.tensor import SharedTensor, concatenate
 
 __all__ = [
+    "POLYNOMIAL_COEFFICIENTS",
+    "POLYNOMIAL_SCALE",
     "SIGMOIDS",
+    "approximate_sigmoid",
     "less_than",
     "relu",
     "sigmoid",
@@ -37,7 +44,9 @@ __all__ = [
     "sign_bit",
 ]
 
-SIGMOIDS = ("taylor", "piecewise")
+SIGMOIDS = ("taylor", "piecewise", "polynomial")
+POLYNOMIAL_SCALE = 8.0  # s = z / 8: the fitted range [−8, 8] becomes [−1, 1]
+POLYNOMIAL_COEFFICIENTS = (1.530238, -2.35197224, 1.38247155)  # a₁, a₃, a₅ of s, s³, s⁵
 
 
 def sign_bit(x: SharedTensor) -> SharedTensor:
@@ -60,11 +69,11 @@ def relu(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
 
 
 def sigmoid(z: SharedTensor, approximation: str = "taylor") -> SharedTensor:
-    """σ(z) approximated as in the module docstring (``"taylor"`` or ``"piecewise"``)."""
-    if approximation not in SIGMOIDS:
-        raise ConfigError(
-            f"sigmoid approximation must be one of {SIGMOIDS} (got {approximation!r})"
-        )
+    """σ(z) approximated as in the module docstring (``"taylor"``, ``"piecewise"`` or
+    ``"polynomial"``)."""
+    _check_approximation(approximation)
+    if approximation == "polynomial":
+        return _polynomial(z)
     line = z * 0.25 + 0.5
     if approximation == "taylor":
         return line
@@ -74,15 +83,54 @@ def sigmoid(z: SharedTensor, approximation: str = "taylor") -> SharedTensor:
     return rectified[:count] - rectified[count:]
 
 
+def _polynomial(z: SharedTensor) -> SharedTensor:
+    """0.5 + s·(a₁ + a₃u + a₅u²) with s = z/8 and u = s²: three products; the public
+    coefficients are applied before one shared truncation."""
+    a1, a3, a5 = POLYNOMIAL_COEFFICIENTS
+    s = z * (1.0 / POLYNOMIAL_SCALE)
+    u = s * s
+    u2 = u * u
+    inner = _public_combination([(u, a3), (u2, a5)]) + a1
+    return s * inner + 0.5
+
+
+def _public_combination(terms: list[tuple[SharedTensor, float]]) -> SharedTensor:
+    """Σ cᵢ·xᵢ for public reals cᵢ, truncated once (each product alone would need its own)."""
+    first = terms[0][0]
+    total = None
+    for tensor, coefficient in terms:
+        factor = encode(coefficient, first.protocol.frac_bits)
+        scaled = tensor.map_shares(lambda share, factor=factor: share * factor)
+        total = scaled if total is None else total + scaled
+    total.frac_bits = first.frac_bits + first.protocol.frac_bits
+    return first.protocol.rescale(total)
+
+
+def approximate_sigmoid(z: np.ndarray, approximation: str) -> np.ndarray:
+    """The approximation ``approximation`` of σ, or ``"exact"`` σ, in floating point."""
+    if approximation == "exact":
+        return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z)))
+    _check_approximation(approximation)
+    if approximation == "polynomial":
+        s = np.asarray(z) / POLYNOMIAL_SCALE
+        a1, a3, a5 = POLYNOMIAL_COEFFICIENTS
+        return 0.5 + s * (a1 + s * s * (a3 + a5 * s * s))
+    line = 0.5 + np.asarray(z) / 4
+    return line if approximation == "taylor" else np.clip(line, 0.0, 1.0)
+
+
 def sigmoid_error(approximation: str, low: float = -2.0, high: float = 2.0) -> float:
     """max |approximation(z) − σ(z)| on a fine grid of [low, high] (computed in the clear)."""
+    _check_approximation(approximation)
+    if not low < high:
+        raise ConfigError(f"the interval must have low < high (got [{low}, {high}])")
+    z = np.linspace(low, high, 200_001)
+    exact = approximate_sigmoid(z, "exact")
+    return float(np.max(np.abs(approximate_sigmoid(z, approximation) - exact)))
+
+
+def _check_approximation(approximation: str) -> None:
     if approximation not in SIGMOIDS:
         raise ConfigError(
             f"sigmoid approximation must be one of {SIGMOIDS} (got {approximation!r})"
         )
-    if not low < high:
-        raise ConfigError(f"the interval must have low < high (got [{low}, {high}])")
-    z = np.linspace(low, high, 200_001)
-    line = 0.5 + z / 4
-    approx = line if approximation == "taylor" else np.clip(line, 0.0, 1.0)
-    return float(np.max(np.abs(approx - 1.0 / (1.0 + np.exp(-z)))))

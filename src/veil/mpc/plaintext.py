@@ -5,8 +5,8 @@ Both run mini-batch SGD on the binary cross-entropy of a logistic regression or 
 layer ReLU network, from the same initial weights (drawn from the public run seed, as
 ``torch.nn.Linear`` draws them: uniform in ±1/√fan_in) over the same batches (a fresh
 permutation of the rows each epoch). The plaintext run uses the exact sigmoid; secure
-training uses an approximation (`veil.mpc.nonlinear`), which ``sigmoid="taylor"`` or
-``"piecewise"`` reproduces here in floating point.
+training uses an approximation (`veil.mpc.nonlinear`), which ``sigmoid="taylor"``,
+``"piecewise"`` or ``"polynomial"`` reproduces here in floating point.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from veil.errors import ConfigError
+from veil.mpc.nonlinear import SIGMOIDS, approximate_sigmoid
 
 __all__ = [
     "MODELS",
@@ -59,13 +60,6 @@ def design_matrix(x: np.ndarray) -> np.ndarray:
     return np.hstack([np.ones((x.shape[0], 1)), x])
 
 
-def _sigmoid(z: np.ndarray, approximation: str) -> np.ndarray:
-    if approximation == "exact":
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
-    line = 0.5 + z / 4
-    return line if approximation == "taylor" else np.clip(line, 0.0, 1.0)
-
-
 def logits(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
     """The model's logits for feature rows ``x`` (``[n]``)."""
     if len(weights) == 1:
@@ -87,9 +81,9 @@ def train_plaintext(
     sigmoid: str = "exact",
 ) -> list[np.ndarray]:
     """Mini-batch SGD in float64, the same steps as `veil.mpc.training` (see the module
-    docstring); ``sigmoid`` is ``"exact"``, ``"taylor"`` or ``"piecewise"``."""
-    if sigmoid not in ("exact", "taylor", "piecewise"):
-        raise ConfigError(f"sigmoid must be exact, taylor or piecewise (got {sigmoid!r})")
+    docstring); ``sigmoid`` is ``"exact"`` or one of `veil.mpc.nonlinear.SIGMOIDS`."""
+    if sigmoid not in ("exact", *SIGMOIDS):
+        raise ConfigError(f"sigmoid must be exact or one of {SIGMOIDS} (got {sigmoid!r})")
     weights = initial_weights(model, x.shape[1], hidden, seed)
     design, labels = design_matrix(x), np.asarray(y, np.float64)[:, None]
     for epoch in batch_order(len(x), batch_size, epochs, seed):
@@ -97,13 +91,13 @@ def train_plaintext(
             scale = learning_rate / len(rows)
             xb, yb = design[rows], labels[rows]
             if model == "logistic":
-                residual = (_sigmoid(xb @ weights[0], sigmoid) - yb) * scale
+                residual = (approximate_sigmoid(xb @ weights[0], sigmoid) - yb) * scale
                 weights[0] = weights[0] - xb.T @ residual
                 continue
             first, second = weights
             pre = xb @ first
             hidden_out = design_matrix(np.maximum(pre, 0.0))
-            residual = (_sigmoid(hidden_out @ second, sigmoid) - yb) * scale
+            residual = (approximate_sigmoid(hidden_out @ second, sigmoid) - yb) * scale
             back = (residual @ second[1:].T) * (pre >= 0)
             weights = [first - xb.T @ back, second - hidden_out.T @ residual]
     return weights
