@@ -136,7 +136,7 @@ def _sockets(pid: int) -> int:
 
 @pytest.mark.slow
 def test_a_killed_party_process_fails_its_peer_without_a_hang():
-    args = tiny_training(epochs=(500, 500))
+    args = tiny_training(epochs=(5000, 5000))  # runs for seconds: long enough to be killed
     outcome = {}
 
     def launch():

@@ -8,8 +8,8 @@ Every message is one frame: a fixed header, the array's shape, and its raw bytes
 ``kind`` is data or abort (the payload of an abort is the UTF-8 reason). ``sequence`` numbers the
 frames of one direction of one link from 0, so a replayed, dropped or reordered frame is caught
 by the receiver (`veil.mpc.party.Party.receive`). A link only moves whole frames; it never
-interprets them. `LocalLink` joins two parties of one process; `veil.mpc.tls` joins parties in
-different processes through TLS. Both deliver into a `QueueLink` inbox.
+interprets them. `LocalLink` joins two parties of one process through `QueueLink` inboxes;
+`veil.mpc.tls` joins parties in different processes through TLS sockets.
 """
 
 from __future__ import annotations
