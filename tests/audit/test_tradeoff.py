@@ -98,6 +98,9 @@ def test_measured_rows_show_what_each_protection_hides(tmp_path):
     # ... but not the sum of five clients' updates that SecAgg+ and HE reveal.
     for name in ("SecAgg+", "HE", "DP ε=4 + SecAgg+", "DP ε=4 + HE"):
         assert rows[name]["reconstruction_psnr"] < 30, name
+    # SecAgg+ and HE hide updates, not the model: their rows attack the same run, once.
+    assert rows["SecAgg+"]["mia_auc"] == rows["HE"]["mia_auc"] == rows["none"]["mia_auc"]
+    assert rows["DP ε=4 + SecAgg+"]["mia_auc"] == rows["DP ε=4 + HE"]["mia_auc"]
     assert rows["none"]["bytes_per_client"] == 4 * 62
     assert rows["SecAgg+"]["bytes_per_client"] > rows["none"]["bytes_per_client"]
     assert rows["HE"]["bytes_per_client"] > rows["SecAgg+"]["bytes_per_client"]

@@ -21,8 +21,9 @@ from collections.abc import Callable
 import torch
 
 from veil.fl.links import ClientUpdates
-from veil.params import Params, stack
+from veil.params import Params, flatten, stack
 from veil.privacy.dpsgd import noisy_average
+from veil.privacy.per_sample import clip_factors
 from veil.randomness import noise_generator
 
 
@@ -53,9 +54,10 @@ def server_view_defence(experiment, others: list[Params]) -> Callable[[Params], 
 
 
 def _dpsgd_step_view(experiment, gradient: Params, key: torch.Generator) -> Params:
-    """One DP-SGD step (veil's `noisy_average`) on a batch whose only row has ``gradient``."""
+    """One DP-SGD step on a batch whose only row has ``gradient``: veil's per-sample clipping
+    (`clip_factors`) and `noisy_average`."""
     dp = experiment.plan.local.dp
-    norm = float(torch.sqrt(sum((v.double() ** 2).sum() for v in gradient.values())))
-    clipped = {k: v * min(1.0, dp.max_grad_norm / max(norm, 1e-12)) for k, v in gradient.items()}
+    factor = clip_factors(flatten(gradient).norm(), dp.max_grad_norm)
+    clipped = {k: v * factor for k, v in gradient.items()}
     batch = float(experiment.plan.local.batch_size)
     return noisy_average(clipped, dp.noise_multiplier, dp.max_grad_norm, batch, key)

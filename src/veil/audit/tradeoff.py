@@ -101,9 +101,15 @@ def tradeoff_settings(
     return rows
 
 
-def measure_setting(setting: TradeoffSetting, *, attack_steps: int = 300) -> dict[str, Any]:
+def measure_setting(
+    setting: TradeoffSetting,
+    *,
+    attack_steps: int = 300,
+    mia_cache: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Run one setting and measure its row of the table (see the module docstring); the
-    seconds count building the run (keys, calibration) and its rounds, not the attacks."""
+    seconds count building the run (keys, calibration) and its rounds, not the attacks.
+    ``mia_cache`` shares membership figures between settings that attack the same run."""
     started = time.perf_counter()
     experiment = build_experiment(setting.config)
     seconds = time.perf_counter() - started
@@ -116,7 +122,7 @@ def measure_setting(setting: TradeoffSetting, *, attack_steps: int = 300) -> dic
         "setting": setting.name,
         "accuracy": final["accuracy"],
         "epsilon": final["epsilon"],
-        "mia_auc": membership_auc(setting.config),
+        "mia_auc": membership_auc(setting.config, cache=mia_cache),
         "reconstruction_psnr": psnr,
         "seconds": seconds,
         "bytes_per_client": final["bytes_per_client"],
@@ -124,16 +130,29 @@ def measure_setting(setting: TradeoffSetting, *, attack_steps: int = 300) -> dic
     }
 
 
-def membership_auc(config: RunConfig, seeds: tuple[int, ...] = MIA_SEEDS) -> float:
-    """Mean RMIA ROC AUC against the model ``config`` trains (see the module docstring)."""
+def membership_auc(
+    config: RunConfig,
+    seeds: tuple[int, ...] = MIA_SEEDS,
+    cache: dict[str, float] | None = None,
+) -> float:
+    """Mean RMIA ROC AUC against the model ``config`` trains (see the module docstring).
+
+    SecAgg+ and HE settings attack the same run without the secure layer, so several settings
+    share one attacked run: with ``cache`` (keyed by that run's config) it is attacked once."""
     document = config.model_dump(mode="json")
     document["secure_aggregation"] = document["encryption"] = None
     attacked = parse_config(document)
+    key = attacked.model_dump_json()
+    if cache is not None and key in cache:
+        return cache[key]
     aucs = [
         run_membership_attack(attacked, attacks=("rmia",), seed=seed).attacks["rmia"].auc
         for seed in seeds
     ]
-    return float(np.mean(aucs))
+    auc = float(np.mean(aucs))
+    if cache is not None:
+        cache[key] = auc
+    return auc
 
 
 def _reconstruction_psnr(experiment, steps: int) -> float:
@@ -174,11 +193,11 @@ def run_tradeoff(
     ``on_setting(index, total, name)`` is called before each setting (for progress bars).
     """
     settings = tradeoff_settings(base, epsilons)
-    rows = []
+    rows, mia_cache = [], {}
     for index, setting in enumerate(settings):
         if on_setting is not None:
             on_setting(index, len(settings), setting.name)
-        rows.append(measure_setting(setting, attack_steps=attack_steps))
+        rows.append(measure_setting(setting, attack_steps=attack_steps, mia_cache=mia_cache))
     return {"config": base.name, "rows": rows}
 
 
