@@ -89,3 +89,16 @@ def test_tradeoff_writes_its_tables(tmp_path):
     }  # fmt: skip
     assert rows[0]["epsilon"] is None
     assert (tmp_path / "t" / "tradeoff.md").exists() and (tmp_path / "t" / "tradeoff.html").exists()
+
+
+def test_attack_options_follow_the_config():
+    from veil.cli_audits import dp_options, model_options
+    from veil.config import load_config
+    from veil.experiment import build_experiment
+
+    config = load_config("examples/hospitals.yaml")
+    options = dp_options(config)
+    assert options["noise_multiplier"] == build_experiment(config).privacy.noise_multiplier
+    assert (options["secagg_clients"], options["clip_norm"], options["delta"]) == (5, 0.1, 1e-5)
+    assert dp_options(load_config("examples/hospitals_fedavg.yaml")) == {"secagg_clients": 5}
+    assert model_options(config) == {"model": "mlp", "hidden": (128,), "activation": "relu"}

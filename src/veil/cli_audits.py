@@ -116,13 +116,15 @@ def model_options(config) -> dict[str, Any]:
 def dp_options(config) -> dict[str, Any]:
     """The DP defence and the SecAgg+ sum size that ``config`` would use: its clip norm and
     calibrated σ (client-level DP), and its clients per round."""
-    from veil.experiment import build_experiment, clients_per_round
+    from veil.experiment import build_local_training, clients_per_round, federated_data
+    from veil.privacy.federated import dp_plan
 
-    experiment = build_experiment(config)
-    options = {"secagg_clients": max(2, clients_per_round(config, experiment.data.num_clients))}
-    if experiment.privacy is not None:
+    data = federated_data(config)  # no model or keys: only the split and σ's calibration
+    options = {"secagg_clients": max(2, clients_per_round(config, data.num_clients))}
+    if config.privacy is not None:
+        plan = dp_plan(config, build_local_training(config), data.train_sizes)
         options["clip_norm"] = config.privacy.clip_norm
-        options["noise_multiplier"] = experiment.privacy.noise_multiplier
+        options["noise_multiplier"] = plan.noise_multiplier
         options["delta"] = config.privacy.delta
     return options
 
