@@ -43,6 +43,19 @@ def test_comparisons_relu_and_sigmoids_match_plaintext(run_shared, parties):
         assert np.allclose(polynomial, approximate_sigmoid(VALUES, "polynomial"), atol=1e-3)
 
 
+@pytest.mark.parametrize("parties", [2, 3])
+def test_a_public_scale_is_folded_into_each_sigmoid(run_shared, parties):
+    scale = 0.8
+
+    def scaled(protocol):
+        x = protocol.share(0, VALUES if protocol.party.index == 0 else None, VALUES.shape)
+        return [sigmoid(x, name, scale=scale).reveal() for name in SIGMOIDS]
+
+    for outputs in run_shared(scaled, parties):
+        for name, opened in zip(SIGMOIDS, outputs, strict=True):
+            assert np.allclose(opened, scale * approximate_sigmoid(VALUES, name), atol=1e-3), name
+
+
 def test_documented_sigmoid_errors():
     assert sigmoid_error("taylor") == pytest.approx(0.1192, abs=1e-4)
     assert sigmoid_error("piecewise", -50, 50) == pytest.approx(0.1192, abs=1e-4)

@@ -8,6 +8,7 @@ from hypothesis.extra.numpy import arrays
 
 from veil.errors import ConfigError
 from veil.mpc import ReplicatedProtocol, run_parties
+from veil.mpc.ring import encode
 
 values = arrays(np.float64, (4, 3), elements=st.floats(-100, 100))
 
@@ -62,3 +63,47 @@ def test_a_single_party_sees_uniform_components(run_shared):
 def test_replicated_sharing_needs_three_parties():
     with pytest.raises(ConfigError, match="replicated sharing is for 3 parties"):
         run_parties(lambda party: ReplicatedProtocol(party, 16), [(), ()])
+
+
+def test_a_product_with_truncation_is_one_round_and_unbiased(run_shared, rng):
+    """Party 2 deals the truncation pair and hears nothing; the result is the exact product
+    rounded stochastically: within one unit in the last place, and unbiased."""
+    x, y = rng.normal(0, 4, 20_000), rng.normal(0, 4, 20_000)
+
+    def program(protocol):
+        shares = protocol.share_each(
+            {0: x.shape, 1: y.shape}, {0: x, 1: y, 2: None}[protocol.party.index]
+        )
+        product = (shares[0] * shares[1]).reveal()
+        mul = protocol.party.costs["mul"]
+        return product, mul.rounds, mul.bytes_received
+
+    outputs = run_shared(program, 3)
+    exact = encode(x, 16).view(np.int64).astype(object) * encode(y, 16).view(np.int64)
+    units = (outputs[0][0] * 2**16).round().astype(np.int64) - np.array(
+        [value / 2**16 for value in exact]
+    )
+    assert np.all(np.abs(units) <= 1)
+    assert abs(units.mean()) < 0.02  # floor would give −0.5
+    assert [rounds for _, rounds, _ in outputs] == [1, 1, 1] and outputs[2][2] == 0
+
+
+def test_halvings_ride_on_the_truncation_of_a_product(run_shared):
+    values = np.linspace(-3, 3, 12).reshape(3, 4)
+
+    def program(protocol):
+        x = protocol.share(0, values if protocol.party.index == 0 else None, values.shape)
+        rounds = protocol.party.total().rounds
+        halved = x.mul(x, halvings=3), x.T.matmul(x, halvings=6)
+        rounds = protocol.party.total().rounds - rounds
+        with pytest.raises(ConfigError, match="halved only when it is truncated anyway"):
+            x.mul(protocol.constant(np.ones((3, 4), np.int64), integer=True), halvings=1)
+        with pytest.raises(ConfigError, match="halved only"):
+            x.mul(x, halvings=-1)
+        return [h.reveal() for h in halved], rounds
+
+    for parties in (2, 3):
+        for (mul, matmul), rounds in run_shared(program, parties):
+            assert np.allclose(mul, values * values / 8, atol=1e-4)
+            assert np.allclose(matmul, values.T @ values / 64, atol=1e-4)
+            assert rounds == 2

@@ -4,6 +4,7 @@ import pytest
 from veil.errors import ConfigError
 from veil.mpc import OnDemandDealer, run_parties
 from veil.mpc.plaintext import logits, train_plaintext
+from veil.mpc.replay import replay_trace
 from veil.mpc.training import PartyData, TrainingSpec, secure_training_program, triple_plan
 
 
@@ -185,3 +186,26 @@ def test_two_hospitals_can_make_their_own_triples_with_paillier():
     )
     assert np.abs(outputs[0].weights[0] - reference[0]).max() < 1e-3
     assert outputs[0].paillier.triples == 4 and outputs[0].offline_seconds > 0
+
+
+def test_a_recorded_run_replays_with_the_same_rounds_and_bytes():
+    for parties in (2, 3):
+        data, counts, _, _ = small_problem(parties, "rows")
+        spec = TrainingSpec(*counts, epochs=1, batch_size=8, sigmoid="polynomial")
+        dealer = OnDemandDealer()
+        args = [
+            (spec, d, dealer.view(i) if parties == 2 else None, True) for i, d in enumerate(data)
+        ]
+        run = run_parties(secure_training_program, args)
+        traces = [result.value.trace for result in run]
+        replay = run_parties(replay_trace, [(trace,) for trace in traces])
+        for original, replayed, trace in zip(run, replay, traces, strict=True):
+            assert replayed.costs["other"].rounds == len(trace) > 0
+            sent = sum(c.bytes_sent for name, c in original.costs.items() if name != "reveal")
+            assert replayed.costs["other"].bytes_sent == sent - _setup_bytes(original)
+
+
+def _setup_bytes(result) -> int:
+    """Bytes of the three-party key set-up, which comes before the recorded online phase."""
+    setup = result.costs.get("setup")
+    return setup.bytes_sent if setup else 0

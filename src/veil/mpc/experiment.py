@@ -119,11 +119,16 @@ def _pooled(split: str, parts: list[PartyData]):
 
 
 def train_securely(
-    spec: TrainingSpec, party_data: list[PartyData], *, processes: bool, deadline: float
+    spec: TrainingSpec,
+    party_data: list[PartyData],
+    *,
+    processes: bool,
+    deadline: float,
+    record: bool = False,
 ) -> tuple[list[PartyOutput], dict[str, OperationCost], dict[str, float]]:
     """Offline phase (trusted dealer, for two parties that do not make their own triples),
-    then the parties' run. Returns each party's output, the costs summed over parties, and the
-    launcher-side timings."""
+    then the parties' run. Returns each party's output (with its online message shapes if
+    ``record``), the costs summed over parties, and the launcher-side timings."""
     started = time.perf_counter()
     triples = [None] * spec.parties
     dealer_bytes = 0
@@ -132,7 +137,7 @@ def train_securely(
         triples = list(TrustedDealer().deal(plan))
         dealer_bytes = 2 * plan_bytes(plan)
     dealer_seconds = time.perf_counter() - started
-    args = [(spec, data, triples[i]) for i, data in enumerate(party_data)]
+    args = [(spec, data, triples[i], record) for i, data in enumerate(party_data)]
     results = run_parties(secure_training_program, args, processes=processes, deadline=deadline)
     costs: dict[str, OperationCost] = {}
     for result in results:

@@ -68,30 +68,32 @@ def relu(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
     return x * positive, positive
 
 
-def sigmoid(z: SharedTensor, approximation: str = "taylor") -> SharedTensor:
-    """σ(z) approximated as in the module docstring (``"taylor"``, ``"piecewise"`` or
-    ``"polynomial"``)."""
+def sigmoid(z: SharedTensor, approximation: str = "taylor", scale: float = 1.0) -> SharedTensor:
+    """``scale`` · σ(z), σ approximated as in the module docstring (``"taylor"``,
+    ``"piecewise"`` or ``"polynomial"``). The public ``scale`` (SGD's learning rate over the
+    batch size) is folded into the approximation's coefficients where it has some."""
     _check_approximation(approximation)
     if approximation == "polynomial":
-        return _polynomial(z)
-    line = z * 0.25 + 0.5
+        return _polynomial(z, scale)
     if approximation == "taylor":
-        return line
+        return z * (0.25 * scale) + 0.5 * scale
     # clip(u, 0, 1) = relu(u) − relu(u − 1), both ReLUs in one garbled batch
+    line = z * 0.25 + 0.5
     rectified, _ = relu(concatenate([line, line - 1.0]))
-    count = line.shape[0]
-    return rectified[:count] - rectified[count:]
+    clipped = rectified[: line.shape[0]] - rectified[line.shape[0] :]
+    return clipped if scale == 1.0 else clipped * scale
 
 
-def _polynomial(z: SharedTensor) -> SharedTensor:
-    """0.5 + s·(a₁ + a₃u + a₅u²) with s = z/8 and u = s²: three products; the public
-    coefficients are applied before one shared truncation."""
-    a1, a3, a5 = POLYNOMIAL_COEFFICIENTS
-    s = z * (1.0 / POLYNOMIAL_SCALE)
-    u = s * s
+def _polynomial(z: SharedTensor, scale: float) -> SharedTensor:
+    """scale · (0.5 + s·(a₁ + a₃u + a₅u²)) with s = z/8 and u = s²: three products. The 1/8
+    and 1/64 ride on the products' truncations and the public coefficients on one shared
+    truncation, so s itself is never computed."""
+    a1, a3, a5 = (scale * a for a in POLYNOMIAL_COEFFICIENTS)
+    eighths = int(np.log2(POLYNOMIAL_SCALE))
+    u = z.mul(z, halvings=2 * eighths)
     u2 = u * u
     inner = _public_combination([(u, a3), (u2, a5)]) + a1
-    return s * inner + 0.5
+    return z.mul(inner, halvings=eighths) + 0.5 * scale
 
 
 def _public_combination(terms: list[tuple[SharedTensor, float]]) -> SharedTensor:

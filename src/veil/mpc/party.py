@@ -53,6 +53,7 @@ class Party:
 
     ``deadline`` (seconds) bounds every wait for a peer's message. ``state`` holds per-session
     protocol state that later calls reuse (e.g. the base OTs of `veil.mpc.ot_extension`).
+    Set ``trace`` to a list to record every round's message shapes (`veil.mpc.replay`).
     """
 
     index: int
@@ -61,6 +62,7 @@ class Party:
     deadline: float = 30.0
     costs: dict[str, OperationCost] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    trace: list | None = None
     _sent: dict[int, int] = field(default_factory=dict)
     _received: dict[int, int] = field(default_factory=dict)
     _operations: list[str] = field(default_factory=lambda: ["other"])
@@ -89,6 +91,16 @@ class Party:
         each peer of ``expected`` an array of the given ``(shape, dtype)``."""
         cost = self._cost(self._operations[-1])
         cost.rounds += 1
+        if self.trace is not None:
+            self.trace.append(
+                (
+                    {peer: (array.shape, array.dtype.str) for peer, array in outgoing.items()},
+                    {
+                        peer: (tuple(shape), np.dtype(dtype).str)
+                        for peer, (shape, dtype) in expected.items()
+                    },
+                )
+            )
         for peer, array in outgoing.items():
             frame = encode_frame(self._sent.get(peer, 0), array)
             self._link(peer).send(frame)

@@ -8,11 +8,18 @@ semi-honest: no party colludes with another. No dealer and no triples are needed
   zᵢ = xᵢyᵢ + xᵢyᵢ₊₁ + xᵢ₊₁yᵢ + αᵢ, a three-out-of-three sharing of x·y (or x@y, with matrix
   products), where α₀ + α₁ + α₂ = 0 comes from pseudo-random keys each pair of parties agreed
   on once (αᵢ = F(kᵢ) − F(kᵢ₊₁)). One round re-shares it: party i sends zᵢ to party i − 1.
-- **Truncation** (ABY3 §5.1.1, Π_trunc1): parties 0 and 1 hold a two-out-of-two sharing
-  (x₀ + x₁ at party 0 and x₂ at party 1; after a product, z₀ and z₁ + z₂ once party 2 has sent
-  z₂), truncate it with the SecureML rule (`veil.mpc.truncation`), and re-share with a value r
-  that parties 1 and 2 draw from their common key: y = (y₀, y₁ − r, r). A product with
-  truncation costs two rounds; truncation alone, one.
+- **Truncation** (ABY3 §5.1.2, Π_trunc2, with the truncation pair dealt by one of the three
+  parties, as the helper party deals preprocessing in ASTRA, Chaudhari et al. 2019): party 2
+  draws r uniform in Z_{2^64} from its own randomness and hands out a replicated sharing of
+  r' = r >> d (arithmetic shift), whose components y₀ and y₂ come from the keys it shares
+  with parties 0 and 2 and whose y₁ = r' − y₀ − y₂ it sends. In the same round parties 0 and
+  1 open c = z − r to each other from a three-out-of-three sharing of z (party 2 sends
+  z₂ − r); then z / 2^d ≈ (c >> d) + 1 + r', with the public part added to the y₁ both of
+  them hold. Writing r = 2^d·R + ρ, the result is ⌊(z + 2^d − ρ) / 2^d⌋: z / 2^d rounded
+  stochastically, hence unbiased, and exact when z is a multiple of 2^d (but for ρ = 0).
+  One round for a product with truncation, one for a truncation alone (re-randomised by a
+  zero sharing first). c is uniform because r is; party 2 receives nothing. The result is
+  wrong only if z − r overflows the signed range, which happens with probability |z| / 2^64.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ from veil.mpc.beaver import product
 from veil.mpc.party import Party
 from veil.mpc.ring import RingGenerator
 from veil.mpc.sharing import ArithmeticProtocol
-from veil.mpc.truncation import truncate_pair_share
 
 __all__ = ["ReplicatedProtocol"]
 
 _ZERO_STREAM, _TRUNCATION_STREAM = 0, 1
+_ONE = np.uint64(1)
 
 
 class ReplicatedProtocol(ArithmeticProtocol):
@@ -89,37 +96,37 @@ class ReplicatedProtocol(ArithmeticProtocol):
         return z, received[self.next]
 
     def _truncate(self, shares, bits):
-        i = self.party.index
-        pair = {0: shares[0] + shares[1], 1: shares[1], 2: None}[i]  # x₀ + x₁ | x₂
-        return self._reshare_truncated(pair, bits, shares[0].shape)
+        return self._truncate_three_of_three(shares[0] + self.zero_share(shares[0].shape), bits)
 
     def _truncate_three_of_three(self, z: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
-        """Truncate a three-out-of-three sharing: party 2 hands z₂ to party 1, then Π_trunc1."""
-        i = self.party.index
-        outgoing = {1: z} if i == 2 else {}
-        expected = {2: (z.shape, np.uint64)} if i == 1 else {}
-        received = self.party.exchange(outgoing, expected)
-        pair = {0: z, 1: z + received.get(2, 0), 2: None}[i]
-        return self._reshare_truncated(pair, bits, z.shape)
-
-    def _reshare_truncated(self, pair: np.ndarray | None, bits: int, shape) -> tuple:
-        """From a two-out-of-two sharing between parties 0 and 1 to a replicated sharing of
-        its truncation: (y₀, y₁ − r, r), with r from the key parties 1 and 2 share."""
-        i = self.party.index
+        """A replicated sharing of z / 2^bits from party i's zᵢ of z = z₀ + z₁ + z₂, in one
+        round: party 2 deals the truncation pair, parties 0 and 1 open z − r (module
+        docstring)."""
+        i, shape = self.party.index, z.shape
+        if i == 2:
+            r = self.generator.ring(shape)
+            y2 = self._common_previous.ring(shape)  # key k₂, shared with party 1
+            y0 = self._common.ring(shape)  # key k₀, shared with party 0
+            y1 = _arithmetic_shift(r, bits) - y0 - y2
+            message = np.stack([z - r, y1])
+            self.party.exchange({0: message, 1: message}, {})
+            return y2, y0
+        other = 1 - i
+        received = self.party.exchange(
+            {other: z}, {other: (shape, np.uint64), 2: ((2, *shape), np.uint64)}
+        )
+        masked_by_party_2, y1 = received[2]
+        y1 = y1 + _arithmetic_shift(z + received[other] + masked_by_party_2, bits) + _ONE
         if i == 0:
-            y0 = truncate_pair_share(pair, bits, 0)
-            received = self.party.exchange({2: y0}, {1: (shape, np.uint64)})
-            return y0, received[1]
-        if i == 1:
-            r = self._common.ring(shape)  # k₂, shared with party 2
-            y1 = truncate_pair_share(pair, bits, 1) - r
-            self.party.exchange({0: y1}, {})
-            return y1, r
-        r = self._common_previous.ring(shape)  # k₂, shared with party 1
-        received = self.party.exchange({}, {0: (shape, np.uint64)})
-        return r, received[0]
+            return self._common_previous.ring(shape), y1  # y₀ from key k₀
+        return y1, self._common.ring(shape)  # y₂ from key k₂
 
     def additive_pair(self, tensor):
         return {0: tensor.shares[0] + tensor.shares[1], 1: tensor.shares[1], 2: None}[
             self.party.index
         ]
+
+
+def _arithmetic_shift(ring: np.ndarray, bits: int) -> np.ndarray:
+    """⌊x / 2^bits⌋ of the signed value of each ring element, back in the ring."""
+    return (ring.view(np.int64) >> np.int64(bits)).view(np.uint64)

@@ -25,7 +25,7 @@ import numpy as np
 from veil.errors import ConfigError
 from veil.mpc.beaver import TripleSource, beaver_product
 from veil.mpc.party import Party
-from veil.mpc.ring import RingGenerator, decode, encode, to_signed
+from veil.mpc.ring import RING_BITS, RingGenerator, decode, encode, to_signed
 from veil.mpc.tensor import SharedTensor
 from veil.mpc.truncation import truncate_pair_share
 
@@ -95,13 +95,22 @@ class ArithmeticProtocol(ABC):
         return decode(ring, tensor.frac_bits) if tensor.frac_bits else to_signed(ring).copy()
 
     @_RING_ARITHMETIC
-    def multiply(self, a: SharedTensor, b: SharedTensor, kind: str) -> SharedTensor:
+    def multiply(
+        self, a: SharedTensor, b: SharedTensor, kind: str, halvings: int = 0
+    ) -> SharedTensor:
         """``a * b`` (``kind="mul"``) or ``a @ b`` (``"matmul"``), truncated back to
-        ``frac_bits`` when both factors are reals."""
+        ``frac_bits`` when both factors are reals, and divided by ``2^halvings`` in the same
+        truncation (no extra round)."""
         bits = a.frac_bits + b.frac_bits
         shift = max(0, bits - self.frac_bits)
+        if halvings < 0 or (halvings and not shift) or shift + halvings >= RING_BITS - 1:
+            raise ConfigError(
+                f"a product can be halved only when it is truncated anyway (both factors reals), "
+                f"by fewer than {RING_BITS - 1} bits in all (halvings {halvings}, fractional "
+                f"bits {a.frac_bits} and {b.frac_bits})"
+            )
         with self.party.operation(kind):
-            shares = self._multiply(a.shares, b.shares, kind, shift)
+            shares = self._multiply(a.shares, b.shares, kind, shift + halvings)
         return SharedTensor(self, shares, bits - shift)
 
     def rescale(self, tensor: SharedTensor) -> SharedTensor:

@@ -129,6 +129,15 @@ class SharedTensor:
     def __rmatmul__(self, other: np.ndarray) -> SharedTensor:
         return self._scale(other, lambda s, p: np.matmul(p, s))
 
+    def mul(self, other: SharedTensor, halvings: int = 0) -> SharedTensor:
+        """``self * other / 2^halvings`` for two real tensors: the division by a power of two
+        rides on the product's truncation, so it costs no extra round."""
+        return self.protocol.multiply(self, other, "mul", halvings)
+
+    def matmul(self, other: SharedTensor, halvings: int = 0) -> SharedTensor:
+        """``self @ other / 2^halvings`` for two real tensors (see `mul`)."""
+        return self.protocol.multiply(self, other, "matmul", halvings)
+
     def dot(self, other: SharedTensor) -> SharedTensor:
         """Inner product of two vectors (or vector-matrix product), as ``self @ other``."""
         return self @ other

@@ -21,6 +21,7 @@ shared and each hospital learns only the predicted labels of its own test rows
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -149,23 +150,35 @@ class PartyOutput:
     epoch_seconds: list[float] = field(default_factory=list)
     epoch_bytes: list[int] = field(default_factory=list)
     paillier: PaillierTripleCost | None = None
+    trace: list | None = None
 
 
 def sgd_step(
     spec: TrainingSpec, weights: list[SharedTensor], x: SharedTensor, y: SharedTensor
 ) -> list[SharedTensor]:
-    """One SGD step on a shared batch (``x`` with its ones column, ``y`` integer ``[b, 1]``)."""
-    scale = spec.learning_rate / x.shape[0]
+    """One SGD step on a shared batch (``x`` with its ones column, ``y`` integer ``[b, 1]``).
+
+    The step size η/|b| = m·2^-k (m in [0.5, 1)) is applied in two public pieces that cost no
+    round: m inside the sigmoid's coefficients and on the labels, 2^-k on the gradient
+    products' truncation."""
+    rate, halvings = _mantissa_and_halvings(spec.learning_rate / x.shape[0])
     if spec.model == "logistic":
         (w,) = weights
-        residual = (sigmoid(x @ w, spec.sigmoid) - y) * scale
-        return [w - x.T @ residual]
+        residual = sigmoid(x @ w, spec.sigmoid, scale=rate) - y * rate
+        return [w - x.T.matmul(residual, halvings)]
     first, second = weights
     hidden, slope = relu(x @ first)
     hidden = _with_ones(hidden)
-    residual = (sigmoid(hidden @ second, spec.sigmoid) - y) * scale
+    residual = sigmoid(hidden @ second, spec.sigmoid, scale=rate) - y * rate
     back = (residual @ second[1:].T) * slope
-    return [first - x.T @ back, second - hidden.T @ residual]
+    return [first - x.T.matmul(back, halvings), second - hidden.T.matmul(residual, halvings)]
+
+
+def _mantissa_and_halvings(step: float) -> tuple[float, int]:
+    """(m, k) with step = m · 2^-k, m in [0.5, 1) (k = 0 and m = step for steps of 0.5 or
+    more)."""
+    mantissa, exponent = math.frexp(step)
+    return (mantissa, -exponent) if exponent < 0 else (step, 0)
 
 
 def forward(spec: TrainingSpec, weights: list[SharedTensor], x: SharedTensor) -> SharedTensor:
@@ -205,7 +218,7 @@ def triple_plan(spec: TrainingSpec) -> Counter:
             if spec.sigmoid == "piecewise":
                 relu_triples((2 * b, 1))
             elif spec.sigmoid == "polynomial":
-                plan[("mul", (b, 1), (b, 1))] += 3  # s², u², s·(a₁ + a₃u + a₅u²)
+                plan[("mul", (b, 1), (b, 1))] += 3  # u = z²/64, u², z·(a₁ + a₃u + a₅u²)/8
     if spec.release == "predictions":
         m = spec.num_test_rows
         if spec.model == "logistic":
@@ -255,15 +268,21 @@ def _share_labels(
 
 
 def secure_training_program(
-    party: Party, spec: TrainingSpec, data: PartyData, triples: TripleSource | None = None
+    party: Party,
+    spec: TrainingSpec,
+    data: PartyData,
+    triples: TripleSource | None = None,
+    record: bool = False,
 ) -> PartyOutput:
     """What every party runs (`veil.mpc.runner.run_parties`): offline phase if the parties make
-    their own triples, sharing, training, then the release (see the module docstring)."""
+    their own triples, sharing, training, then the release (see the module docstring).
+    ``record`` keeps the online phase's message shapes in the output (`veil.mpc.replay`)."""
     started, paillier = time.perf_counter(), None
     if spec.parties == 2 and spec.triples == "paillier":
         triples, paillier = generate_paillier_triples(party, triple_plan(spec), spec.paillier_bits)
     offline = time.perf_counter() - started
     protocol = _protocol(party, spec, triples)
+    party.trace = [] if record else None
     online_started = time.perf_counter()
     x = _share_features(protocol, spec, data.x_train, spec.row_counts)
     y = _share_labels(protocol, spec, data.y_train)
@@ -279,6 +298,7 @@ def secure_training_program(
         epoch_seconds.append(time.perf_counter() - epoch_started)
         epoch_bytes.append(party.total().bytes_sent)
     online = time.perf_counter() - online_started
+    trace, party.trace = party.trace, None
     inference_started, opened, predictions = time.perf_counter(), None, None
     if spec.release == "model":
         opened = [w.reveal() for w in weights]
@@ -287,7 +307,15 @@ def secure_training_program(
     inference = time.perf_counter() - inference_started
     bytes_per_epoch = np.diff([0, *epoch_bytes]).tolist()
     return PartyOutput(
-        opened, predictions, offline, online, inference, epoch_seconds, bytes_per_epoch, paillier
+        opened,
+        predictions,
+        offline,
+        online,
+        inference,
+        epoch_seconds,
+        bytes_per_epoch,
+        paillier,
+        trace,
     )
 
 

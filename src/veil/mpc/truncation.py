@@ -11,8 +11,8 @@ falls within |x| of the wrap-around point, which happens with probability at mos
 about 2^(64 − d), a wrong value rather than a small error. Keeping values small (a few
 integer bits above the 2f fractional ones) keeps this far below one in a million per element.
 
-The three-party scheme (`veil.mpc.replicated`) uses the same rule on a two-out-of-two sharing
-between two of its parties, then re-shares (ABY3, Mohassel & Rindal 2018, §5.1.1).
+The three-party scheme (`veil.mpc.replicated`) truncates with a masked opening instead (ABY3's
+Π_trunc2), which fits in the product's own round.
 """
 
 from __future__ import annotations
