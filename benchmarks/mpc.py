@@ -2,9 +2,10 @@
 
 - veil: `veil.mpc`, each party its own process on mutual-TLS loopback links; rows split among
   the hospitals; the degree-5 least-squares sigmoid (`veil.mpc.nonlinear`, ``"polynomial"``:
-  three products a step, no garbled comparison; ``SIGMOID`` below). Three parties:
-  ABY3 replicated sharing, no offline phase, one round per product with truncation. Two parties: SecureML additive sharing with Beaver
-  triples from a trusted dealer, made before training (offline seconds reported apart).
+  three products a step, no garbled comparison; ``SIGMOID`` below). Three parties: ABY3
+  replicated sharing, no offline phase, one round per product with truncation. Two parties:
+  SecureML additive sharing with Beaver triples from a trusted dealer, made before training
+  (offline seconds reported apart).
 - plaintext: the same SGD (same split, rows, batches, initial weights) in numpy float64 with
   the exact sigmoid, best of five; also the same loop in torch (one thread), for scale.
 - peer: CrypTen 0.4.1, same split and batches, its own sigmoid and trusted-first-party

@@ -88,7 +88,7 @@ class ReplicatedProtocol(ArithmeticProtocol):
 
     def _multiply(self, a, b, kind, shift):
         (x, x_next), (y, y_next) = a, b
-        z = product(kind, x, y) + product(kind, x, y_next) + product(kind, x_next, y)
+        z = product(kind, x, y + y_next) + product(kind, x_next, y)  # xᵢyᵢ + xᵢyᵢ₊₁ + xᵢ₊₁yᵢ
         z = z + self.zero_share(z.shape)
         if shift:
             return self._truncate_three_of_three(z, shift)
