@@ -159,7 +159,8 @@ def claim(mpc: MpcConfig) -> str:
     """The run's one-sentence statement of who learns what."""
     what = "patients (rows)" if mpc.split == "rows" else "measurements (feature columns)"
     if mpc.parties == 3:
-        scheme = "ABY3 replicated sharing over Z_2^64, honest majority, no dealer"
+        scheme = "ABY3 replicated sharing over Z_2^64, honest majority, no outside dealer "
+        scheme += "(hospital 2 deals the masks of truncations)"
     elif mpc.triple_source == "dealer":
         scheme = "SecureML additive sharing over Z_2^64, Beaver triples from a dealer that "
         scheme += "colludes with neither hospital"
