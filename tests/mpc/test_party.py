@@ -60,3 +60,23 @@ def test_silence_and_unknown_peers_are_errors():
         first.receive(1, (1,))
     with pytest.raises(ProtocolError, match="no link to party 2"):
         first.send(2, np.zeros(1, np.uint64))
+
+
+def test_finish_agrees_when_every_message_was_read_and_refuses_a_leftover():
+    first, second = two_parties()
+    first.send(1, np.zeros(2, np.uint64))
+    second.receive(0, (2,))
+    first.links[1].send(encode_frame(1, np.array([0x76656966696E6973, 1], np.uint64)))
+    second.finish()  # first's closing frame was already queued; second's waits for first
+    assert second.costs["finish"].rounds == 1
+
+    first, second = two_parties()
+    first.send(1, np.array([7, 8], np.uint64))  # a message second never reads
+    first.links[1].send(encode_frame(1, np.array([0x76656966696E6973, 1], np.uint64)))
+    with pytest.raises(ProtocolError, match="sent more data where its closing message was due"):
+        second.finish()
+
+    first, second = two_parties()
+    first.links[1].send(encode_frame(0, np.array([0x76656966696E6973, 3], np.uint64)))
+    with pytest.raises(ProtocolError, match="sent 3 messages where this party read 0"):
+        second.finish()

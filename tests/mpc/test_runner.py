@@ -161,3 +161,20 @@ def test_a_killed_party_process_fails_its_peer_without_a_hang():
     failures = outcome["failures"]
     assert set(failures) == {0, 1} and "exited with code -9" in " ".join(failures.values())
     assert any("disconnected" in reason for reason in failures.values()), failures
+
+
+def test_three_parties_out_of_step_fail_together_although_party_2_only_sends():
+    """In three-party training hospital 2 deals truncation masks and hears nothing until the
+    release; a hospital 2 that runs an extra epoch still ends with an error, as do the others."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    parts = [PartyData(x[i::3], x[i::3][:1], y[i::3], y[i::3][:1]) for i in range(3)]
+    args = [
+        (TrainingSpec((8,) * 3, (3,) * 3, (1,) * 3, epochs=e, sigmoid="polynomial"), part)
+        for e, part in zip((1, 1, 2), parts, strict=True)
+    ]
+    with pytest.raises(PartiesFailed, match="released nothing") as failure:
+        run_parties(secure_training_program, args, deadline=10)
+    assert set(failure.value.failures) == {0, 1, 2}
+    assert "mis-sized share" in failure.value.failures[0]

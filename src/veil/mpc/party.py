@@ -26,6 +26,7 @@ from veil.mpc.channel import ABORT, Link, decode_frame, encode_frame
 __all__ = ["OperationCost", "Party"]
 
 Expected = tuple[tuple[int, ...], np.dtype | type]
+_FINISH = np.uint64(0x76656966696E6973)  # "veifinis": marks the closing round's frame
 
 
 @dataclass
@@ -115,6 +116,29 @@ class Party:
     def receive(self, peer: int, shape: tuple[int, ...], dtype=np.uint64) -> np.ndarray:
         """A round of one message from ``peer``, of the given shape and dtype."""
         return self.exchange({}, {peer: (tuple(shape), dtype)})[peer]
+
+    def finish(self) -> None:
+        """A closing round: every party tells each peer how many frames it sent it, and checks
+        that it has read exactly the frames each peer says it sent. A peer that ran ahead, fell
+        behind or aborted is caught here even if this party never waited for it before, so a
+        run ends in agreement or in `ProtocolError` at every party."""
+        with self.operation("finish"):
+            counts = {peer: self._sent.get(peer, 0) for peer in self.peers}
+            received = self.exchange(
+                {peer: np.array([_FINISH, count], np.uint64) for peer, count in counts.items()},
+                {peer: ((2,), np.uint64) for peer in self.peers},
+            )
+        for peer, (marker, sent) in received.items():
+            read = self._received.get(peer, 0) - 1  # the finish frame itself not included
+            if marker != _FINISH:
+                raise ProtocolError(
+                    f"finish: party {peer} sent more data where its closing message was due "
+                    "(the parties ran different programs)"
+                )
+            if sent != read:
+                raise ProtocolError(
+                    f"finish: party {peer} sent {sent} messages where this party read {read}"
+                )
 
     def abort(self, reason: str) -> None:
         """Tell every peer this party gives up (and why), then close the links."""

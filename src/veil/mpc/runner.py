@@ -86,10 +86,12 @@ def run_parties(
 
 
 def _run_as_party(program: Program, party: Party, args: tuple) -> PartyResult | str:
-    """``program`` at ``party``: its result, or ``"ErrorType: reason"`` after aborting."""
+    """``program`` at ``party``, then the closing round (`Party.finish`): its result, or
+    ``"ErrorType: reason"`` after aborting."""
     started = time.perf_counter()
     try:
         value = program(party, *args)
+        party.finish()
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         if not isinstance(error, ConfigError | ProtocolError):
