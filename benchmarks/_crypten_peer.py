@@ -59,9 +59,11 @@ def train(parties: int, epochs: int) -> dict:
     from veil.mpc.plaintext import batch_order, design_matrix, logits
 
     mpc = MpcConfig(parties=parties, epochs=epochs)
-    spec, parts, (_, _, x_test, y_test) = prepare_parties(mpc, DataConfig(), 0)
-    blocks = [torch.tensor(design_matrix(p.x_train), dtype=torch.float32) for p in parts]
-    labels = [torch.tensor(p.y_train, dtype=torch.float32)[:, None] for p in parts]
+    # the hospitals' rows, standardised in the clear (veil scales them inside its online run)
+    spec, _, (x_train, y_train, x_test, y_test) = prepare_parties(mpc, DataConfig(), 0)
+    cuts = np.cumsum(spec.row_counts)[:-1]
+    blocks = [torch.tensor(design_matrix(x), dtype=torch.float32) for x in np.split(x_train, cuts)]
+    labels = [torch.tensor(y, dtype=torch.float32)[:, None] for y in np.split(y_train, cuts)]
     batches = list(batch_order(spec.num_rows, spec.batch_size, epochs, spec.seed))
 
     @run_multiprocess(world_size=parties)

@@ -5,13 +5,15 @@ Two or three hospitals split breast-cancer records by patients (rows) or by meas
 own process on TLS links, and release the model or only each hospital's predictions. For
 comparison the same SGD runs in the clear on the pooled rows, with the exact sigmoid.
 Scaling: every feature is standardised with the mean and standard deviation of the pooled
-training rows (for a rows split, statistics that a secure sum would reveal anyway; for a
-features split, each hospital's own columns).
+training rows. The hospitals start from raw features and compute these inside the run
+(`veil.mpc.scaling`: two secure sums for a rows split, each hospital's own columns for a
+features split); the plaintext comparison uses the same scaling computed in the clear.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -43,47 +45,21 @@ __all__ = ["claim", "prepare_parties", "run_mpc_training", "train_securely"]
 def prepare_parties(
     mpc: MpcConfig, data: DataConfig, seed: int
 ) -> tuple[TrainingSpec, list[PartyData], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Each hospital's private data, the public spec, and the pooled (train x, train y, test x,
-    test y) in the parties' order, for the plaintext comparison and scoring."""
+    """Each hospital's private data (raw features: the parties standardise them inside the run,
+    `veil.mpc.scaling`), the public spec, and the pooled (train x, train y, test x, test y) in
+    the parties' order, standardised in the clear, for the plaintext comparison and scoring."""
     dataset = load_dataset(data.dataset, seed=seed)
     if dataset.num_classes != 2 or len(dataset.feature_shape) != 1:
         raise ConfigError(
             f"mpc_training needs a binary data set of flat features (got {data.dataset!r}); "
             "use breast_cancer or fraud"
         )
-    parties = mpc.parties
-    if mpc.split == "rows":
-        fed = federate(
-            dataset, method="iid", num_clients=parties, test_fraction=data.test_fraction, seed=seed
-        )
-        clients = fed.clients
-        party_data = [PartyData(c.x_train, c.x_test, c.y_train, c.y_test) for c in clients]
-        row_counts = tuple(len(c.y_train) for c in clients)
-        test_counts = tuple(len(c.y_test) for c in clients)
-        features = (dataset.feature_shape[0],) * parties
-    else:
-        (client,) = federate(
-            dataset, method="iid", num_clients=1, test_fraction=data.test_fraction, seed=seed
-        ).clients
-        columns = np.array_split(np.arange(dataset.feature_shape[0]), parties)
-        if min(len(c) for c in columns) < 1:
-            raise ConfigError(f"{parties} hospitals need at least {parties} feature columns")
-        party_data = [
-            PartyData(
-                client.x_train[:, cols],
-                client.x_test[:, cols],
-                client.y_train if i == 0 else None,
-                client.y_test if i == 0 else None,
-            )
-            for i, cols in enumerate(columns)
-        ]
-        row_counts = (len(client.y_train),) * parties
-        test_counts = (len(client.y_test),) * parties
-        features = tuple(len(c) for c in columns)
-    pooled = _pooled(mpc.split, party_data)
+    raw = replace(dataset, scaling="fixed", pixel_max=1.0)
+    party_data, (row_counts, feature_counts, test_counts) = _split(mpc, data, raw, seed)
+    pooled = _pooled(mpc.split, _split(mpc, data, dataset, seed)[0])
     spec = TrainingSpec(
         row_counts=row_counts,
-        feature_counts=features,
+        feature_counts=feature_counts,
         test_row_counts=test_counts,
         split=mpc.split,
         model=mpc.model,
@@ -97,8 +73,48 @@ def prepare_parties(
         release=mpc.release,
         triples=mpc.triple_source,
         paillier_bits=mpc.paillier_bits,
+        standardize=True,
     )
     return spec, party_data, pooled
+
+
+def _split(mpc: MpcConfig, data: DataConfig, dataset, seed: int):
+    """Each hospital's `PartyData` (scaled as ``dataset`` says) and the (row, feature, test row)
+    counts of the spec."""
+    parties = mpc.parties
+    if mpc.split == "rows":
+        fed = federate(
+            dataset, method="iid", num_clients=parties, test_fraction=data.test_fraction, seed=seed
+        )
+        clients = fed.clients
+        party_data = [PartyData(c.x_train, c.x_test, c.y_train, c.y_test) for c in clients]
+        counts = (
+            tuple(len(c.y_train) for c in clients),
+            (dataset.feature_shape[0],) * parties,
+            tuple(len(c.y_test) for c in clients),
+        )
+        return party_data, counts
+    (client,) = federate(
+        dataset, method="iid", num_clients=1, test_fraction=data.test_fraction, seed=seed
+    ).clients
+    columns = np.array_split(np.arange(dataset.feature_shape[0]), parties)
+    if min(len(c) for c in columns) < 1:
+        raise ConfigError(f"{parties} hospitals need at least {parties} feature columns")
+    party_data = [
+        PartyData(
+            client.x_train[:, cols],
+            client.x_test[:, cols],
+            client.y_train if i == 0 else None,
+            client.y_test if i == 0 else None,
+        )
+        for i, cols in enumerate(columns)
+    ]
+    counts = (
+        (len(client.y_train),) * parties,
+        tuple(len(c) for c in columns),
+        (len(client.y_test),) * parties,
+    )
+    return party_data, counts
 
 
 def _pooled(split: str, parts: list[PartyData]):

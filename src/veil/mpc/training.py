@@ -35,6 +35,7 @@ from veil.mpc.paillier_triples import PaillierTripleCost, generate_paillier_trip
 from veil.mpc.party import Party
 from veil.mpc.plaintext import MODELS, batch_order, initial_weights
 from veil.mpc.replicated import ReplicatedProtocol
+from veil.mpc.scaling import standardize
 from veil.mpc.sharing import AdditiveProtocol, ArithmeticProtocol
 from veil.mpc.tensor import SharedTensor, concatenate
 
@@ -61,6 +62,8 @@ class TrainingSpec:
 
     ``row_counts[i]`` / ``feature_counts[i]`` are party i's training rows / feature columns
     (rows split: every party has all d features; features split: every party has all n rows).
+    ``standardize``: the parties hold raw features and scale them inside the run
+    (`veil.mpc.scaling`), learning only the pooled mean and standard deviation.
     """
 
     row_counts: tuple[int, ...]
@@ -78,6 +81,7 @@ class TrainingSpec:
     release: str = "model"
     triples: str = "dealer"
     paillier_bits: int = 3072
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         parties = len(self.row_counts)
@@ -284,6 +288,8 @@ def secure_training_program(
     protocol = _protocol(party, spec, triples)
     party.trace = [] if record else None
     online_started = time.perf_counter()
+    if spec.standardize:
+        data = standardize(protocol, spec.split, spec.num_rows, data)
     x = _share_features(protocol, spec, data.x_train, spec.row_counts)
     y = _share_labels(protocol, spec, data.y_train)
     weights = [
