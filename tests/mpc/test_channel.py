@@ -1,3 +1,5 @@
+import struct
+
 import numpy as np
 import pytest
 
@@ -5,6 +7,7 @@ from veil.errors import ProtocolError
 from veil.mpc.channel import (
     ABORT,
     DATA,
+    FINISH,
     HEADER,
     MAX_FRAME_BYTES,
     decode_frame,
@@ -38,6 +41,17 @@ def test_malformed_frames_are_refused():
     huge = HEADER.pack(b"VM", 1, DATA, 0, 1, 0, MAX_FRAME_BYTES)
     with pytest.raises(ProtocolError, match="above the"):
         frame_length(huge)
+    # a shape whose element count wraps around in 64-bit integers, with an empty payload
+    wrapped = HEADER.pack(b"VM", 1, DATA, 0, 1, 2, 0) + struct.pack("<2Q", 2**32, 2**32)
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        decode_frame(wrapped)
+    with pytest.raises(ProtocolError, match="data or finish frame"):
+        encode_frame(0, np.zeros(1, np.uint64), kind=ABORT)
+
+
+def test_closing_frames_carry_their_count():
+    frame = decode_frame(encode_frame(4, np.array([4], np.uint64), kind=FINISH))
+    assert frame.kind == FINISH and frame.array.tolist() == [4]
 
 
 def test_local_links_deliver_in_order_and_report_departure_and_silence():

@@ -24,7 +24,7 @@ def test_defaults_are_two_hospitals_with_dealer_triples():
         ({"paillier_bits": 2048}, "below 128-bit security"),
         ({"hidden": 4}, "hidden applies only to model mlp"),
         ({"parties": 4}, "less than or equal to 3"),
-        ({"fractional_bits": 31}, "less than or equal to 30"),
+        ({"fractional_bits": 19}, "less than or equal to 18"),
         ({"rounds": 3}, "Extra inputs are not permitted"),
     ],
 )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from veil.errors import ProtocolError
-from veil.mpc.channel import encode_frame, local_link_pair
+from veil.mpc.channel import FINISH, encode_frame, local_link_pair
 from veil.mpc.party import OperationCost, Party
 
 
@@ -63,20 +63,32 @@ def test_silence_and_unknown_peers_are_errors():
 
 
 def test_finish_agrees_when_every_message_was_read_and_refuses_a_leftover():
+    def closing(sequence, count):
+        return encode_frame(sequence, np.array([count], np.uint64), kind=FINISH)
+
     first, second = two_parties()
     first.send(1, np.zeros(2, np.uint64))
     second.receive(0, (2,))
-    first.links[1].send(encode_frame(1, np.array([0x76656966696E6973, 1], np.uint64)))
+    first.links[1].send(closing(1, 1))
     second.finish()  # first's closing frame was already queued; second's waits for first
     assert second.costs["finish"].rounds == 1
 
     first, second = two_parties()
-    first.send(1, np.array([7, 8], np.uint64))  # a message second never reads
-    first.links[1].send(encode_frame(1, np.array([0x76656966696E6973, 1], np.uint64)))
-    with pytest.raises(ProtocolError, match="sent more data where its closing message was due"):
+    first.send(1, np.array([7], np.uint64))  # a message second never reads
+    first.links[1].send(closing(1, 1))
+    with pytest.raises(ProtocolError, match="sent a share where its closing message was due"):
         second.finish()
 
     first, second = two_parties()
-    first.links[1].send(encode_frame(0, np.array([0x76656966696E6973, 3], np.uint64)))
+    first.links[1].send(closing(0, 3))
     with pytest.raises(ProtocolError, match="sent 3 messages where this party read 0"):
         second.finish()
+
+
+def test_a_closing_frame_is_never_taken_for_a_share():
+    """A peer that finishes one message early is caught even when the share due has the
+    closing frame's shape."""
+    first, second = two_parties()
+    first.links[1].send(encode_frame(0, np.array([0], np.uint64), kind=FINISH))
+    with pytest.raises(ProtocolError, match="sent its closing message where a share was due"):
+        second.receive(0, (1,))

@@ -178,3 +178,17 @@ def test_three_parties_out_of_step_fail_together_although_party_2_only_sends():
         run_parties(secure_training_program, args, deadline=10)
     assert set(failure.value.failures) == {0, 1, 2}
     assert "mis-sized share" in failure.value.failures[0]
+
+
+def exit_at_party_one(party):
+    if party.index == 1:
+        raise SystemExit(3)
+    return party.receive(1, (1,))
+
+
+def test_a_party_thread_that_exits_still_aborts_its_peers():
+    started = time.perf_counter()
+    with pytest.raises(PartiesFailed, match="party 1: 3") as failure:
+        run_parties(exit_at_party_one, [(), ()], deadline=20)
+    assert "party 1 aborted: SystemExit: 3" in failure.value.failures[0]
+    assert time.perf_counter() - started < 5  # the abort, not the 20 s deadline

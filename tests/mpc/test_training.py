@@ -125,6 +125,8 @@ def test_training_spec_refuses_inconsistent_settings():
         TrainingSpec((5, 5), (3, 3), (1, 1), epochs=0)
     with pytest.raises(ConfigError, match="learning_rate must be > 0"):
         TrainingSpec((5, 5), (3, 3), (1, 1), learning_rate=0)
+    with pytest.raises(ConfigError, match=r"frac_bits must be in 1\.\.18 for training"):
+        TrainingSpec((5, 5), (3, 3), (1, 1), frac_bits=30)
 
 
 def breast_cancer_parts(parties, split, seed=0):

@@ -5,7 +5,8 @@ Every message is one frame: a fixed header, the array's shape, and its raw bytes
     magic "VM" | version u8 | kind u8 | sequence u64 | dtype u8 | ndim u8 | payload length u64
     | shape (ndim × u64) | payload
 
-``kind`` is data or abort (the payload of an abort is the UTF-8 reason). ``sequence`` numbers the
+``kind`` is data, finish (the closing round's frame, `veil.mpc.party.Party.finish`) or abort
+(the payload of an abort is the UTF-8 reason). ``sequence`` numbers the
 frames of one direction of one link from 0, so a replayed, dropped or reordered frame is caught
 by the receiver (`veil.mpc.party.Party.receive`). A link only moves whole frames; it never
 interprets them. `LocalLink` joins two parties of one process through `QueueLink` inboxes;
@@ -14,6 +15,7 @@ interprets them. `LocalLink` joins two parties of one process through `QueueLink
 
 from __future__ import annotations
 
+import math
 import queue
 import struct
 from abc import ABC, abstractmethod
@@ -27,6 +29,7 @@ __all__ = [
     "ABORT",
     "CLOSED",
     "DATA",
+    "FINISH",
     "MAX_FRAME_BYTES",
     "Frame",
     "Link",
@@ -38,7 +41,7 @@ __all__ = [
     "local_link_pair",
 ]
 
-DATA, ABORT = 1, 2
+DATA, ABORT, FINISH = 1, 2, 3
 MAGIC, VERSION = b"VM", 1
 MAX_FRAME_BYTES = 2**31  # a larger frame is refused rather than buffered
 HEADER = struct.Struct("<2sBBQBBQ")
@@ -57,8 +60,11 @@ class Frame:
     reason: str = ""
 
 
-def encode_frame(sequence: int, array: np.ndarray | None = None, reason: str = "") -> bytes:
-    """Frame bytes of a data message (``array``) or, without an array, an abort (``reason``)."""
+def encode_frame(
+    sequence: int, array: np.ndarray | None = None, reason: str = "", kind: int = DATA
+) -> bytes:
+    """Frame bytes of a message carrying ``array`` (``kind`` data or finish) or, without an
+    array, an abort (``reason``)."""
     if array is None:
         payload = reason.encode("utf-8")
         return HEADER.pack(MAGIC, VERSION, ABORT, sequence, 2, 1, len(payload)) + (
@@ -67,8 +73,10 @@ def encode_frame(sequence: int, array: np.ndarray | None = None, reason: str = "
     array = np.asarray(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
     if array.dtype not in _CODES:
         raise ProtocolError(f"cannot send an array of dtype {array.dtype} (uint64/uint8/int64)")
+    if kind not in (DATA, FINISH):
+        raise ProtocolError(f"an array travels in a data or finish frame (got kind {kind})")
     header = HEADER.pack(
-        MAGIC, VERSION, DATA, sequence, _CODES[array.dtype], array.ndim, array.nbytes
+        MAGIC, VERSION, kind, sequence, _CODES[array.dtype], array.ndim, array.nbytes
     )
     return header + struct.pack(f"<{array.ndim}Q", *array.shape) + array.tobytes()
 
@@ -94,9 +102,9 @@ def decode_frame(data: bytes) -> Frame:
     if kind == ABORT:
         return Frame(ABORT, sequence, reason=body.decode("utf-8", errors="replace"))
     dtype = _DTYPES.get(code)
-    if kind != DATA or dtype is None or payload != int(np.prod(shape)) * dtype.itemsize:
+    if kind not in (DATA, FINISH) or dtype is None or payload != math.prod(shape) * dtype.itemsize:
         raise ProtocolError(f"received a malformed frame (kind {kind}, dtype code {code})")
-    return Frame(DATA, sequence, np.frombuffer(body, dtype=dtype).reshape(shape))
+    return Frame(kind, sequence, np.frombuffer(body, dtype=dtype).reshape(shape))
 
 
 class Link(ABC):

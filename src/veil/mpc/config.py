@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from veil.config_section import Section
-from veil.mpc.ring import MAX_FRACTIONAL_BITS
+from veil.mpc.training import MAX_TRAINING_FRACTIONAL_BITS
 
 __all__ = ["MpcConfig"]
 
@@ -25,7 +25,13 @@ class MpcConfig(Section):
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=100_000)
     learning_rate: float = Field(0.1, gt=0, le=100)
-    fractional_bits: int = Field(16, ge=8, le=MAX_FRACTIONAL_BITS, description="fixed point f")
+    fractional_bits: int = Field(
+        16,
+        ge=8,
+        le=MAX_TRAINING_FRACTIONAL_BITS,
+        description="fixed point f; products carry 2f bits in the 64-bit ring, so a larger f "
+        "makes a wrong truncation likely (about 4x per extra bit; 3.5e-5 a run at 16)",
+    )
     sigmoid: Literal["piecewise", "taylor", "polynomial"] = Field(
         "piecewise",
         description="clip(0.5 + z/4, 0, 1) by garbled ReLUs, 0.5 + z/4, or a degree-5 "

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from veil.errors import ProtocolError
-from veil.mpc.channel import ABORT, Link, decode_frame, encode_frame
+from veil.mpc.channel import ABORT, DATA, FINISH, Link, decode_frame, encode_frame
 
 __all__ = ["OperationCost", "Party"]
 
 Expected = tuple[tuple[int, ...], np.dtype | type]
-_FINISH = np.uint64(0x76656966696E6973)  # "veifinis": marks the closing round's frame
+_KIND_NAMES = {DATA: "a share", FINISH: "its closing message"}
 
 
 @dataclass
@@ -90,6 +90,9 @@ class Party:
     ) -> dict[int, np.ndarray]:
         """One communication round: send ``outgoing[peer]`` to each peer, then receive from
         each peer of ``expected`` an array of the given ``(shape, dtype)``."""
+        return self._round(outgoing, expected, DATA)
+
+    def _round(self, outgoing, expected, kind: int) -> dict[int, np.ndarray]:
         cost = self._cost(self._operations[-1])
         cost.rounds += 1
         if self.trace is not None:
@@ -103,11 +106,11 @@ class Party:
                 )
             )
         for peer, array in outgoing.items():
-            frame = encode_frame(self._sent.get(peer, 0), array)
+            frame = encode_frame(self._sent.get(peer, 0), array, kind=kind)
             self._link(peer).send(frame)
             self._sent[peer] = self._sent.get(peer, 0) + 1
             cost.bytes_sent += len(frame)
-        return {peer: self._receive(peer, *spec) for peer, spec in expected.items()}
+        return {peer: self._receive(peer, *spec, kind) for peer, spec in expected.items()}
 
     def send(self, peer: int, array: np.ndarray) -> None:
         """A round of one message to ``peer``."""
@@ -124,17 +127,13 @@ class Party:
         run ends in agreement or in `ProtocolError` at every party."""
         with self.operation("finish"):
             counts = {peer: self._sent.get(peer, 0) for peer in self.peers}
-            received = self.exchange(
-                {peer: np.array([_FINISH, count], np.uint64) for peer, count in counts.items()},
-                {peer: ((2,), np.uint64) for peer in self.peers},
+            received = self._round(
+                {peer: np.array([count], np.uint64) for peer, count in counts.items()},
+                {peer: ((1,), np.uint64) for peer in self.peers},
+                FINISH,
             )
-        for peer, (marker, sent) in received.items():
+        for peer, (sent,) in received.items():
             read = self._received.get(peer, 0) - 1  # the finish frame itself not included
-            if marker != _FINISH:
-                raise ProtocolError(
-                    f"finish: party {peer} sent more data where its closing message was due "
-                    "(the parties ran different programs)"
-                )
             if sent != read:
                 raise ProtocolError(
                     f"finish: party {peer} sent {sent} messages where this party read {read}"
@@ -170,7 +169,7 @@ class Party:
             raise ProtocolError(f"party {self.index} has no link to party {peer}")
         return self.links[peer]
 
-    def _receive(self, peer: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    def _receive(self, peer: int, shape: tuple[int, ...], dtype, kind: int = DATA) -> np.ndarray:
         operation = self._operations[-1]
         try:
             data = self._link(peer).receive(self.deadline)
@@ -187,6 +186,12 @@ class Party:
                 f"{expected_sequence} was due (replayed, lost or out of order)"
             )
         self._received[peer] = expected_sequence + 1
+        if frame.kind != kind:
+            sent, due = _KIND_NAMES[frame.kind], _KIND_NAMES[kind]
+            raise ProtocolError(
+                f"{operation}: party {peer} sent {sent} where {due} was due (the parties ran "
+                "different programs)"
+            )
         array = frame.array
         if array.dtype != np.dtype(dtype) or array.shape != tuple(shape):
             raise ProtocolError(

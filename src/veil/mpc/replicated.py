@@ -16,10 +16,12 @@ semi-honest: no party colludes with another. No dealer and no triples are needed
   1 open c = z − r to each other from a three-out-of-three sharing of z (party 2 sends
   z₂ − r); then z / 2^d ≈ (c >> d) + 1 + r', with the public part added to the y₁ both of
   them hold. Writing r = 2^d·R + ρ, the result is ⌊(z + 2^d − ρ) / 2^d⌋: z / 2^d rounded
-  stochastically, hence unbiased, and exact when z is a multiple of 2^d (but for ρ = 0).
-  One round for a product with truncation, one for a truncation alone (re-randomised by a
-  zero sharing first). c is uniform because r is; party 2 receives nothing. The result is
-  wrong only if z − r overflows the signed range, which happens with probability |z| / 2^64.
+  stochastically (biased by 2^-d of a unit only), and exact when z is a multiple of 2^d (but
+  for ρ = 0). One round for a product with truncation, one for a truncation alone
+  (re-randomised by a zero sharing first). c is uniform because r is; party 2 receives
+  nothing. The result is wrong only if z − r overflows the signed range, which happens with
+  probability |z| / 2^64. As with SecureML's local truncation, the party that knows ρ (here
+  party 2) would learn which way a value was rounded if that value were later opened.
 """
 
 from __future__ import annotations

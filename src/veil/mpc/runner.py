@@ -92,7 +92,7 @@ def _run_as_party(program: Program, party: Party, args: tuple) -> PartyResult | 
     try:
         value = program(party, *args)
         party.finish()
-    except Exception as error:
+    except BaseException as error:  # also SystemExit or KeyboardInterrupt in a party's thread
         reason = f"{type(error).__name__}: {error}"
         if not isinstance(error, ConfigError | ProtocolError):
             reason += " | " + traceback.format_exc(limit=3).replace("\n", " ")

@@ -20,12 +20,12 @@ from dataclasses import replace
 import numpy as np
 
 from veil.data.federation import STD_FLOOR
-from veil.mpc.ring import MAX_FRACTIONAL_BITS
+from veil.errors import ConfigError
 from veil.mpc.sharing import ArithmeticProtocol
 
-__all__ = ["secure_sum", "standardize"]
+__all__ = ["SUM_FRACTIONAL_BITS", "secure_sum", "standardize"]
 
-_LOW_BITS = 24  # the low limb carries v mod 2^24 at MAX_FRACTIONAL_BITS fractional bits
+SUM_FRACTIONAL_BITS = 24
 
 
 def standardize(protocol: ArithmeticProtocol, split: str, num_rows: int, data):
@@ -51,17 +51,20 @@ def secure_sum(protocol: ArithmeticProtocol, value: np.ndarray) -> np.ndarray:
     nothing else: every party shares its value in one round, the shares are added locally, and
     the total is opened.
 
-    Each value travels as two integers, ⌊v / 2^24⌋ and (v mod 2^24) · 2^30, so the total keeps
-    an absolute precision of about 2^-30 whatever its size (a variance sum of 0.02 as well as
-    one of 10^9), where one fixed-point number of ``protocol.frac_bits`` would keep 2^-16."""
+    Values travel as integers at 2^-24 (``SUM_FRACTIONAL_BITS``), finer than the protocol's
+    fixed point, so that a variance sum of 0.02 keeps six significant digits; each party's
+    value must stay below 2^38 / parties in magnitude (about 9·10^10 for three)."""
+    parties = protocol.party.num_parties
     value = np.asarray(value, np.float64)
-    high = np.floor(value / 2.0**_LOW_BITS)
-    low = (value - high * 2.0**_LOW_BITS) * 2.0**MAX_FRACTIONAL_BITS
-    limbs = np.stack([high, np.rint(low)]).astype(np.int64)
-    parties = range(protocol.party.num_parties)
-    shares = protocol.share_each({i: limbs.shape for i in parties}, limbs, integer=True)
+    limit = 2.0 ** (62 - SUM_FRACTIONAL_BITS) / parties
+    if not np.all(np.abs(value) < limit):  # also catches nan and inf
+        raise ConfigError(
+            f"a secure sum takes values below {limit:.3g} in magnitude (got "
+            f"{np.abs(value).max():.3g}): rescale the raw features, e.g. to thousands"
+        )
+    scaled = np.rint(value * 2.0**SUM_FRACTIONAL_BITS).astype(np.int64)
+    shares = protocol.share_each({i: scaled.shape for i in range(parties)}, scaled, integer=True)
     total = shares[0]
-    for i in parties[1:]:
+    for i in range(1, parties):
         total = total + shares[i]
-    high_total, low_total = total.reveal().astype(np.float64)
-    return high_total * 2.0**_LOW_BITS + low_total / 2.0**MAX_FRACTIONAL_BITS
+    return total.reveal().astype(np.float64) / 2.0**SUM_FRACTIONAL_BITS

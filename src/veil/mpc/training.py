@@ -40,6 +40,7 @@ from veil.mpc.sharing import AdditiveProtocol, ArithmeticProtocol
 from veil.mpc.tensor import SharedTensor, concatenate
 
 __all__ = [
+    "MAX_TRAINING_FRACTIONAL_BITS",
     "PartyData",
     "PartyOutput",
     "TrainingSpec",
@@ -49,6 +50,7 @@ __all__ = [
     "triple_plan",
 ]
 
+MAX_TRAINING_FRACTIONAL_BITS = 18  # each extra bit makes a wrong truncation ~4x as likely
 SPLITS, RELEASES, TRIPLE_SOURCES = (
     ("rows", "features"),
     ("model", "predictions"),
@@ -110,6 +112,12 @@ class TrainingSpec:
                 raise ConfigError(f"{key} must be >= 1 (got {getattr(self, key)})")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0 (got {self.learning_rate})")
+        if not 1 <= self.frac_bits <= MAX_TRAINING_FRACTIONAL_BITS:
+            raise ConfigError(
+                f"frac_bits must be in 1..{MAX_TRAINING_FRACTIONAL_BITS} for training (got "
+                f"{self.frac_bits}): products carry twice as many in the 64-bit ring, and "
+                "more make a wrong truncation likely"
+            )
 
     @property
     def parties(self) -> int:
