@@ -6,7 +6,8 @@ import pytest
 from veil.errors import ConfigError
 from veil.mpc import run_parties
 from veil.mpc.beaver import product
-from veil.mpc.paillier_triples import generate_paillier_triples
+from veil.mpc.paillier_triples import _to_array, generate_paillier_triples
+from veil.mpc.runner import PartiesFailed
 
 PLAN = Counter({("matmul", (3, 2), (2, 1)): 2, ("mul", (4,), (4,)): 1})
 
@@ -30,3 +31,14 @@ def test_small_keys_and_other_party_counts_are_refused():
         run_parties(lambda party: generate_paillier_triples(party, PLAN, 512), [(), ()])
     with pytest.raises(ConfigError, match="Paillier triples are for 2 parties"):
         run_parties(lambda party: generate_paillier_triples(party, PLAN, 1024), [(), (), ()])
+
+
+def test_a_peer_s_small_key_is_a_protocol_error():
+    def program(party):
+        if party.index == 0:
+            return generate_paillier_triples(party, PLAN, 1024)
+        small = _to_array([(1 << 511) + 1], 128)  # a 512-bit modulus in a 1024-bit slot
+        return party.exchange({0: small}, {0: ((1, 128), np.uint8)})
+
+    with pytest.raises(PartiesFailed, match="party 1 sent a Paillier key below 1024 bits"):
+        run_parties(program, [(), ()])

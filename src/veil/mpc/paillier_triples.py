@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from phe import EncryptedNumber, paillier
 
-from veil.errors import ConfigError
+from veil.errors import ConfigError, ProtocolError
 from veil.mpc.beaver import PrecomputedTriples, TriplePlan, product, result_shape
 from veil.mpc.party import Party
 from veil.mpc.ring import RING_BITS, RingGenerator
@@ -74,7 +74,7 @@ def generate_paillier_triples(
         )[peer]
         peer_key = paillier.PaillierPublicKey(_to_ints(theirs)[0])
         if peer_key.n.bit_length() < MIN_KEY_BITS:
-            raise ConfigError(f"party {peer} uses a Paillier key below {MIN_KEY_BITS} bits")
+            raise ProtocolError(f"party {peer} sent a Paillier key below {MIN_KEY_BITS} bits")
         stock, counts = PrecomputedTriples(), {"encryptions": 0, "decryptions": 0, "triples": 0}
         generator = RingGenerator()
         for (kind, shape_a, shape_b), count in sorted(plan.items()):
