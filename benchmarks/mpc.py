@@ -130,7 +130,8 @@ def time_paillier_offline(steps: int, key_bits: int = 3072) -> dict:
     """Dealer-free triples of one two-party SGD step, and that times the number of steps."""
     spec, _, _ = prepare_parties(MpcConfig(epochs=1), DataConfig(), 0)
     half = spec.batch_size // 2
-    plan = triple_plan(replace(spec, row_counts=(half, spec.batch_size - half)))  # one step
+    one_step = replace(spec, row_counts=(half, spec.batch_size - half), triples="paillier")
+    plan = triple_plan(one_step)  # every product of one step is a triple (no data mask)
 
     def program(party):
         return generate_paillier_triples(party, plan, key_bits)[1]

@@ -5,9 +5,16 @@ import pytest
 
 from veil.errors import ConfigError
 from veil.mpc import OnDemandDealer, run_parties
+from veil.mpc.beaver import TrustedDealer
 from veil.mpc.plaintext import logits, train_plaintext
 from veil.mpc.replay import replay_trace
-from veil.mpc.training import PartyData, TrainingSpec, secure_training_program, triple_plan
+from veil.mpc.training import (
+    PartyData,
+    TrainingSpec,
+    mask_plan,
+    secure_training_program,
+    triple_plan,
+)
 
 
 def small_problem(parties, split, rows=36, features=4):
@@ -55,8 +62,33 @@ def test_triple_plan_is_exactly_what_training_uses(model, sigmoid, release):
     spec = TrainingSpec(
         *counts, model=model, hidden=3, sigmoid=sigmoid, epochs=1, batch_size=8, release=release
     )
-    _, used = run_with_on_demand_triples(spec, data)
-    assert triple_plan(spec) == used
+    dealer = OnDemandDealer()
+    args = [(spec, d, dealer.view(i)) for i, d in enumerate(data)]
+    run_parties(secure_training_program, args)
+    assert triple_plan(spec) == dealer.used
+    assert mask_plan(spec).uses == tuple(dealer.masks.uses) and len(dealer.masks.uses) == 2 * 3
+
+
+def test_a_dealer_masks_the_data_once_and_a_step_then_opens_only_the_weights_masks():
+    data, counts, _, _ = small_problem(2, "rows", rows=24)
+    dealt = TrainingSpec(*counts, epochs=1, batch_size=8, sigmoid="taylor")
+    plan, masks = triple_plan(dealt), mask_plan(dealt)
+    unmasked = replace(dealt, triples="paillier")  # no data mask: every product a triple
+    assert masks.shape == (24, 5) and mask_plan(unmasked) is None
+    assert sum(triple_plan(unmasked).values()) == sum(plan.values()) + len(masks.uses)
+    stocks = TrustedDealer().deal(plan, masks)
+    runs = {}
+    for name, stock in (
+        ("masked", stocks),
+        ("unmasked", TrustedDealer().deal(triple_plan(unmasked))),
+    ):
+        args = [(dealt, d, stock[i]) for i, d in enumerate(data)]
+        runs[name] = run_parties(secure_training_program, args)
+    masked, plain = runs["masked"][0], runs["unmasked"][0]
+    assert np.allclose(masked.value.weights[0], plain.value.weights[0], atol=1e-3)
+    assert masked.costs["mask"].rounds == 1
+    assert masked.costs["matmul"].bytes_sent < plain.costs["matmul"].bytes_sent / 4
+    assert masks.bytes_per_party() == 8 * (24 * 5 + 3 * (5 + 8 + 8 + 5))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ phase, before the data is known, by one of:
 
 The online phase takes triples in the order it needs them (`TripleSource.take`). A program
 announces its needs up front as a `TriplePlan` (how many triples of each signature
-``(kind, shape of A, shape of B)``), so the offline phase can make exactly those.
+``(kind, shape of A, shape of B)``), so the offline phase can make exactly those. A dealer can
+also mask the training data once for all its products (`veil.mpc.data_mask`, SecureML §4.2);
+`masked_product` is the product of such masked rows.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from veil.errors import ConfigError, ProtocolError
+from veil.mpc.data_mask import MaskPlan, MaskStock, OnDemandMasks, deal_masks
 from veil.mpc.party import Party
 from veil.mpc.ring import RingGenerator
 
@@ -34,6 +37,7 @@ __all__ = [
     "TripleSource",
     "TrustedDealer",
     "beaver_product",
+    "masked_product",
     "plan_bytes",
     "product",
 ]
@@ -72,7 +76,10 @@ def plan_bytes(plan: TriplePlan) -> int:
 
 
 class TripleSource(ABC):
-    """Where a party's online phase takes its triples from."""
+    """Where a party's online phase takes its triples from, and its data mask (a
+    `veil.mpc.data_mask.MaskStock` or view) if the offline phase made one."""
+
+    data_masks = None
 
     @abstractmethod
     def take(self, kind: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> Triple:
@@ -84,6 +91,7 @@ class PrecomputedTriples(TripleSource):
     """One party's shares of the triples an offline phase made, used up in order."""
 
     stock: dict[Signature, list[Triple]] = field(default_factory=dict)
+    data_masks: MaskStock | None = None
     _used: Counter = field(default_factory=Counter)
 
     def take(self, kind, shape_a, shape_b) -> Triple:
@@ -118,9 +126,16 @@ class TrustedDealer:
         c0 = self.generator.ring(c.shape)
         return (a0, b0, c0), (a - a0, b - b0, c - c0)
 
-    def deal(self, plan: TriplePlan) -> tuple[PrecomputedTriples, PrecomputedTriples]:
-        """The offline phase: every triple of ``plan``, as each party's stock."""
-        stocks = (PrecomputedTriples(), PrecomputedTriples())
+    def deal(
+        self, plan: TriplePlan, masks: MaskPlan | None = None
+    ) -> tuple[PrecomputedTriples, PrecomputedTriples]:
+        """The offline phase: every triple of ``plan`` (and the data mask of ``masks``), as
+        each party's stock."""
+        masked = deal_masks(masks) if masks is not None else (None, None)
+        stocks = (
+            PrecomputedTriples(data_masks=masked[0]),
+            PrecomputedTriples(data_masks=masked[1]),
+        )
         for (kind, shape_a, shape_b), count in sorted(plan.items()):
             result_shape(kind, shape_a, shape_b)
             pairs = [self.triple(kind, shape_a, shape_b) for _ in range(count)]
@@ -141,10 +156,11 @@ class OnDemandDealer:
         self._dealer, self._lock = TrustedDealer(), threading.Lock()
         self._made: dict[Signature, list[tuple[Triple, Triple]]] = {}
         self.used: TriplePlan = Counter()
+        self.masks = OnDemandMasks()
 
     def view(self, party: int) -> TripleSource:
-        """Party ``party``'s (0 or 1) triple source."""
-        return _DealerView(self, party)
+        """Party ``party``'s (0 or 1) triple source (with a data mask)."""
+        return _DealerView(self, party, self.masks.view(party))
 
     def _get(self, party: int, signature: Signature, index: int) -> Triple:
         with self._lock:
@@ -159,6 +175,7 @@ class OnDemandDealer:
 class _DealerView(TripleSource):
     dealer: OnDemandDealer
     party: int
+    data_masks: object = None
     counts: Counter = field(default_factory=Counter)
 
     def take(self, kind, shape_a, shape_b) -> Triple:
@@ -181,3 +198,16 @@ def beaver_product(
     e, f = opened[: x.size].reshape(x.shape), opened[x.size :].reshape(y.shape)
     z = c + product(kind, e, b) + product(kind, a, f)
     return z + product(kind, e, f) if party.index == 0 else z
+
+
+@np.errstate(over="ignore")
+def masked_product(
+    party: Party, peer: int, mask, y: np.ndarray, b: np.ndarray, c: np.ndarray
+) -> np.ndarray:
+    """This party's share of X_b @ y for rows X_b of a masked data matrix (``mask``, a
+    `veil.mpc.tensor.DataMaskView` with E_b = X_b − M_b opened and this party's M_b), with
+    (B, C = M_b @ B) from the dealer: only F = y − B is opened, in one round."""
+    mine = y - b
+    f = mine + party.exchange({peer: mine}, {peer: (mine.shape, np.uint64)})[peer]
+    z = c + np.matmul(mask.opened, b) + np.matmul(mask.share, f)
+    return z + np.matmul(mask.opened, f) if party.index == 0 else z

@@ -34,6 +34,7 @@ from veil.mpc.training import (
     PartyData,
     PartyOutput,
     TrainingSpec,
+    mask_plan,
     secure_training_program,
     triple_plan,
 )
@@ -149,9 +150,9 @@ def train_securely(
     triples = [None] * spec.parties
     dealer_bytes = 0
     if spec.parties == 2 and spec.triples == "dealer":
-        plan = triple_plan(spec)
-        triples = list(TrustedDealer().deal(plan))
-        dealer_bytes = 2 * plan_bytes(plan)
+        plan, masks = triple_plan(spec), mask_plan(spec)
+        triples = list(TrustedDealer().deal(plan, masks))
+        dealer_bytes = 2 * (plan_bytes(plan) + masks.bytes_per_party())
     dealer_seconds = time.perf_counter() - started
     args = [(spec, data, triples[i], record) for i, data in enumerate(party_data)]
     results = run_parties(secure_training_program, args, processes=processes, deadline=deadline)

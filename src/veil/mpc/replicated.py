@@ -88,7 +88,7 @@ class ReplicatedProtocol(ArithmeticProtocol):
         received = self.party.exchange(outgoing, expected)
         return shares[0] + shares[1] + received[self.previous] if learns else None
 
-    def _multiply(self, a, b, kind, shift):
+    def _multiply(self, a, b, kind, shift, mask=None):
         (x, x_next), (y, y_next) = a, b
         z = product(kind, x, y + y_next) + product(kind, x_next, y)  # xᵢyᵢ + xᵢyᵢ₊₁ + xᵢ₊₁yᵢ
         z = z + self.zero_share(z.shape)

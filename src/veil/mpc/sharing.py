@@ -23,10 +23,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from veil.errors import ConfigError
-from veil.mpc.beaver import TripleSource, beaver_product
+from veil.mpc.beaver import TripleSource, beaver_product, masked_product
+from veil.mpc.data_mask import MaskedUse
 from veil.mpc.party import Party
 from veil.mpc.ring import RING_BITS, RingGenerator, decode, encode, to_signed
-from veil.mpc.tensor import SharedTensor
+from veil.mpc.tensor import DataMaskView, SharedTensor
 from veil.mpc.truncation import truncate_pair_share
 
 __all__ = ["AdditiveProtocol", "ArithmeticProtocol"]
@@ -110,8 +111,13 @@ class ArithmeticProtocol(ABC):
                 f"bits {a.frac_bits} and {b.frac_bits})"
             )
         with self.party.operation(kind):
-            shares = self._multiply(a.shares, b.shares, kind, shift + halvings)
+            shares = self._multiply(a.shares, b.shares, kind, shift + halvings, a.mask)
         return SharedTensor(self, shares, bits - shift)
+
+    def mask_data(self, tensor: SharedTensor) -> SharedTensor:
+        """``tensor`` masked once for all its later products (`veil.mpc.data_mask`), where the
+        scheme does so; the tensor itself otherwise."""
+        return tensor
 
     def rescale(self, tensor: SharedTensor) -> SharedTensor:
         """Truncate ``tensor`` back to ``frac_bits`` if it carries more."""
@@ -139,8 +145,9 @@ class ArithmeticProtocol(ABC):
         """The ring value, at the parties that learn it."""
 
     @abstractmethod
-    def _multiply(self, a, b, kind: str, shift: int) -> tuple[np.ndarray, ...]:
-        """My components of ``product(a, b) / 2^shift``."""
+    def _multiply(self, a, b, kind: str, shift: int, mask=None) -> tuple[np.ndarray, ...]:
+        """My components of ``product(a, b) / 2^shift`` (``mask``: the left factor's
+        `DataMaskView`, if it has one)."""
 
     @abstractmethod
     def _truncate(self, shares: tuple[np.ndarray, ...], bits: int) -> tuple[np.ndarray, ...]:
@@ -183,13 +190,32 @@ class AdditiveProtocol(ArithmeticProtocol):
         )
         return mine + other[self.peer] if learns else None
 
-    def _multiply(self, a, b, kind, shift):
+    def _multiply(self, a, b, kind, shift, mask=None):
         if self.triples is None:
             raise ConfigError("this two-party protocol has no triple source for products")
         (x,), (y,) = a, b
-        triple = self.triples.take(kind, x.shape, y.shape)
-        z = beaver_product(self.party, self.peer, kind, x, y, triple)
+        if mask is not None and mask.rows is not None and kind == "matmul":
+            use = MaskedUse(mask.rows, mask.transposed, y.shape)
+            b_share, c_share = self.triples.data_masks.take(use)
+            z = masked_product(self.party, self.peer, mask, y, b_share, c_share)
+        else:
+            triple = self.triples.take(kind, x.shape, y.shape)
+            z = beaver_product(self.party, self.peer, kind, x, y, triple)
         return self._truncate((z,), shift) if shift else (z,)
+
+    @_RING_ARITHMETIC
+    def mask_data(self, tensor):
+        """SecureML's one-time mask: open X − M (one round) when the triple source carries a
+        data mask (a dealer's; Paillier triples do not)."""
+        masks = getattr(self.triples, "data_masks", None)
+        if masks is None:
+            return tensor
+        with self.party.operation("mask"):
+            share = masks.share(tensor.shape)
+            mine = tensor.shares[0] - share
+            theirs = self.party.exchange({self.peer: mine}, {self.peer: (mine.shape, np.uint64)})
+        opened = DataMaskView(mine + theirs[self.peer], share)
+        return SharedTensor(self, tensor.shares, tensor.frac_bits, opened)
 
     def _truncate(self, shares, bits):
         (mine,) = shares

@@ -18,6 +18,7 @@ in the same call, as SecureML and ABY3 do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,22 +29,40 @@ from veil.mpc.ring import encode
 if TYPE_CHECKING:
     from veil.mpc.sharing import ArithmeticProtocol
 
-__all__ = ["SharedTensor", "concatenate"]
+__all__ = ["DataMaskView", "SharedTensor", "concatenate"]
 
 # Shares wrap around modulo 2^64 by design; numpy warns about that only for 0-d results.
 _RING_ARITHMETIC = np.errstate(over="ignore")
 
 
-class SharedTensor:
-    """One party's view of a secret-shared array (see the module docstring)."""
+@dataclass(frozen=True)
+class DataMaskView:
+    """What a tensor knows of the one-time mask of its data (`veil.mpc.data_mask`): the opened
+    X − M and this party's share of M, for the rows ``rows`` of the masked matrix (``None``:
+    all of it), transposed or not."""
 
-    __slots__ = ("frac_bits", "protocol", "shares")
+    opened: np.ndarray
+    share: np.ndarray
+    rows: tuple[int, ...] | None = None
+    transposed: bool = False
+
+
+class SharedTensor:
+    """One party's view of a secret-shared array (see the module docstring). ``mask`` is set
+    on a masked data matrix and on the row batches and transposes taken from it."""
+
+    __slots__ = ("frac_bits", "mask", "protocol", "shares")
     __array_ufunc__ = None  # numpy must hand ``array + shared`` over to ``shared.__radd__``
 
     def __init__(
-        self, protocol: ArithmeticProtocol, shares: tuple[np.ndarray, ...], frac_bits: int
+        self,
+        protocol: ArithmeticProtocol,
+        shares: tuple[np.ndarray, ...],
+        frac_bits: int,
+        mask: DataMaskView | None = None,
     ) -> None:
         self.protocol, self.shares, self.frac_bits = protocol, tuple(shares), frac_bits
+        self.mask = mask
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -72,12 +91,23 @@ class SharedTensor:
         return SharedTensor(self.protocol, tuple(function(s) for s in self.shares), self.frac_bits)
 
     def __getitem__(self, index: Any) -> SharedTensor:
-        return self.map_shares(lambda s: s[index])
+        taken = self.map_shares(lambda s: s[index])
+        mask = self.mask
+        if mask is not None and mask.rows is None and _is_row_list(index):
+            rows = tuple(int(i) for i in index)
+            taken.mask = DataMaskView(mask.opened[index], mask.share[index], rows)
+        return taken
 
     @property
     def T(self) -> SharedTensor:
         """The transpose."""
-        return self.map_shares(lambda s: s.T)
+        transposed = self.map_shares(lambda s: s.T)
+        mask = self.mask
+        if mask is not None and mask.rows is not None:
+            transposed.mask = DataMaskView(
+                mask.opened.T, mask.share.T, mask.rows, not mask.transposed
+            )
+        return transposed
 
     def reshape(self, *shape: int) -> SharedTensor:
         """The same elements in another shape."""
@@ -161,6 +191,13 @@ class SharedTensor:
         """Open the value: to every party (``to=None``), or only to party ``to`` (the others
         get ``None``). Reals come back as float64, integers as int64."""
         return self.protocol.reveal(self, to)
+
+
+def _is_row_list(index: Any) -> bool:
+    """Whether ``index`` picks whole rows by a list or 1-d array of integers."""
+    if isinstance(index, np.ndarray):
+        return index.ndim == 1 and np.issubdtype(index.dtype, np.integer)
+    return isinstance(index, list) and all(isinstance(i, int | np.integer) for i in index)
 
 
 def _same_scale(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTensor]:

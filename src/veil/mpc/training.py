@@ -30,6 +30,7 @@ import numpy as np
 
 from veil.errors import ConfigError
 from veil.mpc.beaver import TripleSource
+from veil.mpc.data_mask import MaskedUse, MaskPlan
 from veil.mpc.nonlinear import SIGMOIDS, relu, sigmoid, sign_bit
 from veil.mpc.paillier_triples import PaillierTripleCost, generate_paillier_triples
 from veil.mpc.party import Party
@@ -45,6 +46,7 @@ __all__ = [
     "PartyOutput",
     "TrainingSpec",
     "forward",
+    "mask_plan",
     "secure_training_program",
     "sgd_step",
     "triple_plan",
@@ -205,9 +207,30 @@ def _with_ones(x: SharedTensor) -> SharedTensor:
     return concatenate([x.protocol.constant(np.ones((x.shape[0], 1))), x], axis=1)
 
 
+def mask_plan(spec: TrainingSpec) -> MaskPlan | None:
+    """The data mask and masked products of a two-party run with dealer triples (SecureML's
+    one-time mask, `veil.mpc.data_mask`): each step's batch, forward and transposed back;
+    ``None`` for runs that do not mask (three parties, Paillier triples)."""
+    if not _masks_data(spec):
+        return None
+    d, width = spec.num_features + 1, 1 if spec.model == "logistic" else spec.hidden
+    uses = []
+    for epoch in batch_order(spec.num_rows, spec.batch_size, spec.epochs, spec.seed):
+        for batch in epoch:
+            rows = tuple(int(r) for r in batch)
+            uses += [MaskedUse(rows, False, (d, width)), MaskedUse(rows, True, (len(rows), width))]
+    return MaskPlan((spec.num_rows, d), tuple(uses))
+
+
+def _masks_data(spec: TrainingSpec) -> bool:
+    return spec.parties == 2 and spec.triples == "dealer"
+
+
 def triple_plan(spec: TrainingSpec) -> Counter:
-    """Every Beaver triple a two-party run of ``spec`` uses (training and inference)."""
+    """Every Beaver triple a two-party run of ``spec`` uses (training and inference), but the
+    products of the masked data matrix (`mask_plan`)."""
     d, h = spec.num_features + 1, spec.hidden
+    masked = _masks_data(spec)
     plan: Counter = Counter()
 
     def relu_triples(shape: tuple[int, ...]) -> None:
@@ -216,17 +239,16 @@ def triple_plan(spec: TrainingSpec) -> Counter:
     for epoch in batch_order(spec.num_rows, spec.batch_size, spec.epochs, spec.seed):
         for rows in epoch:
             b = len(rows)
-            if spec.model == "logistic":
-                plan[("matmul", (b, d), (d, 1))] += 1
-                plan[("matmul", (d, b), (b, 1))] += 1
-            else:
-                plan[("matmul", (b, d), (d, h))] += 1
+            width = 1 if spec.model == "logistic" else h
+            if not masked:
+                plan[("matmul", (b, d), (d, width))] += 1
+                plan[("matmul", (d, b), (b, width))] += 1
+            if spec.model == "mlp":
                 relu_triples((b, h))
                 plan[("matmul", (b, h + 1), (h + 1, 1))] += 1
                 plan[("matmul", (h + 1, b), (b, 1))] += 1
                 plan[("matmul", (b, 1), (1, h))] += 1
                 plan[("mul", (b, h), (b, h))] += 1
-                plan[("matmul", (d, b), (b, h))] += 1
             if spec.sigmoid == "piecewise":
                 relu_triples((2 * b, 1))
             elif spec.sigmoid == "polynomial":
@@ -298,7 +320,7 @@ def secure_training_program(
     online_started = time.perf_counter()
     if spec.standardize:
         data = standardize(protocol, spec.split, spec.num_rows, data)
-    x = _share_features(protocol, spec, data.x_train, spec.row_counts)
+    x = protocol.mask_data(_share_features(protocol, spec, data.x_train, spec.row_counts))
     y = _share_labels(protocol, spec, data.y_train)
     weights = [
         protocol.constant(w)
