@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from veil.mpc import run_parties
 from veil.mpc.ot_extension import CorrelatedOtReceiver, CorrelatedOtSender, bit_rows
@@ -20,10 +21,11 @@ def test_extended_correlated_ots_differ_by_delta_exactly_where_chosen():
         assert np.array_equal(t, q ^ (c.astype(np.uint64)[:, None] * delta))
 
 
-def test_bit_rows_transposes_a_bit_matrix():
-    columns = np.random.default_rng(4).integers(0, 256, (128, 3), dtype=np.uint8)
-    rows = bit_rows(columns, 20)
-    bits = np.unpackbits(columns, axis=1, bitorder="little")[:, :20]
-    for j in range(20):
-        row_bits = np.unpackbits(rows[j].view(np.uint8), bitorder="little")
-        assert np.array_equal(row_bits, bits[:, j])
+@pytest.mark.parametrize("count", [1, 7, 8, 20, 63, 4096])
+def test_bit_rows_transposes_a_bit_matrix(count):
+    columns = np.random.default_rng(count).integers(0, 256, (128, (count + 7) // 8), np.uint8)
+    rows = bit_rows(columns, count)
+    bits = np.unpackbits(columns, axis=1, bitorder="little")[:, :count]
+    assert rows.shape == (count, 2)
+    row_bits = np.unpackbits(rows.view(np.uint8), axis=1, bitorder="little")
+    assert np.array_equal(row_bits, bits.T)
