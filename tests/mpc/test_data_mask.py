@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from veil.errors import ProtocolError
+from veil.errors import ConfigError, ProtocolError
 from veil.mpc import OnDemandDealer, run_parties
 from veil.mpc.data_mask import MaskedUse, MaskPlan, OnDemandMasks, deal_masks, mask_rows
 from veil.mpc.sharing import AdditiveProtocol
@@ -68,3 +68,37 @@ def test_row_batches_and_transposes_keep_the_mask_and_arithmetic_drops_it():
         assert rows == (3, 1) and transposed and summed is None and sliced is None
         assert np.allclose(product, x[[3, 1]].sum(axis=1, keepdims=True), atol=1e-3)
         assert np.allclose(back, x[[3, 1]].sum(axis=0)[:, None], atol=1e-3)
+
+
+def test_boolean_and_negative_row_indices_are_read_as_numpy_reads_them():
+    x = np.arange(15.0).reshape(5, 3)
+
+    def program(party, dealer):
+        protocol = AdditiveProtocol(party, 16, dealer.view(party.index))
+        shared = protocol.mask_data(protocol.share(0, x if party.index == 0 else None, x.shape))
+        chosen = shared[[False, False, True, True, False]]  # a mask, not rows 0, 0, 1, 1, 0
+        negative = shared[[-1, 0]]
+        w = protocol.share(1, np.ones((3, 1)) if party.index == 1 else None, (3, 1))
+        return chosen.mask, negative.mask.rows, (chosen @ w).reveal(), (negative @ w).reveal()
+
+    for mask, rows, chosen, negative in (
+        r.value for r in run_parties(program, [(OnDemandDealer(),)] * 2)
+    ):
+        assert mask is None and rows == (4, 0)
+        assert np.allclose(chosen, x[[2, 3]].sum(axis=1, keepdims=True), atol=1e-3)
+        assert np.allclose(negative, x[[4, 0]].sum(axis=1, keepdims=True), atol=1e-3)
+
+
+def test_a_data_mask_and_a_dealer_view_are_handed_out_once():
+    stock, _ = deal_masks(MaskPlan((4, 3), USES))
+    stock.share((4, 3))
+    with pytest.raises(ProtocolError, match="would open the difference of the two"):
+        stock.share((4, 3))
+    masks = OnDemandMasks()
+    masks.view(0).share((4, 3))
+    with pytest.raises(ProtocolError, match="already used"):
+        masks.view(0).share((4, 3))
+    dealer = OnDemandDealer()
+    dealer.view(1)
+    with pytest.raises(ConfigError, match="a second would reuse its triples"):
+        dealer.view(1)

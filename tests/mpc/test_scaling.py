@@ -10,6 +10,7 @@ from veil.mpc.config import MpcConfig
 from veil.mpc.experiment import prepare_parties
 from veil.mpc.scaling import secure_sum, standardize
 from veil.mpc.sharing import AdditiveProtocol
+from veil.mpc.training import PartyData
 
 
 def protocol_of(party):
@@ -62,3 +63,15 @@ def test_a_secure_sum_refuses_values_it_cannot_hold():
 
     with pytest.raises(ConfigError, match=r"a secure sum takes values below 9\.16e\+10"):
         run_parties(program, [(), (), ()])
+
+
+def test_integer_features_are_scaled_to_floats():
+    ages = np.array([[30], [40], [50], [60]], np.int64)
+    data = PartyData(ages, ages[:1])
+
+    def program(party):
+        return standardize(protocol_of(party), "features", 4, data)
+
+    scaled = run_parties(program, [(), ()])[0].value
+    assert np.issubdtype(scaled.x_train.dtype, np.floating)
+    assert np.allclose(scaled.x_train.ravel(), [-1.342, -0.447, 0.447, 1.342], atol=1e-3)

@@ -155,11 +155,20 @@ class OnDemandDealer:
     def __init__(self) -> None:
         self._dealer, self._lock = TrustedDealer(), threading.Lock()
         self._made: dict[Signature, list[tuple[Triple, Triple]]] = {}
+        self._viewed: set[int] = set()
         self.used: TriplePlan = Counter()
         self.masks = OnDemandMasks()
 
     def view(self, party: int) -> TripleSource:
-        """Party ``party``'s (0 or 1) triple source (with a data mask)."""
+        """Party ``party``'s (0 or 1) triple source (with a data mask); once per party, since a
+        second view would hand out the same triples again."""
+        with self._lock:
+            if party in self._viewed:
+                raise ConfigError(
+                    f"party {party} already has a view of this dealer; a second would reuse "
+                    "its triples (make a new OnDemandDealer per run)"
+                )
+            self._viewed.add(party)
         return _DealerView(self, party, self.masks.view(party))
 
     def _get(self, party: int, signature: Signature, index: int) -> Triple:

@@ -89,13 +89,17 @@ class MaskStock:
     mask: np.ndarray
     uses: list[tuple[MaskedUse, np.ndarray, np.ndarray]] = field(default_factory=list)
     _next: int = 0
+    _handed_out: bool = False
 
     def share(self, shape: tuple[int, ...]) -> np.ndarray:
-        """This party's share of M, which must have the shape of the data."""
+        """This party's share of M, which must have the shape of the data; once only (two
+        matrices masked by one M would open their difference)."""
         if tuple(shape) != self.mask.shape:
             raise ProtocolError(
                 f"the dealer masked a {self.mask.shape} matrix, the program has {tuple(shape)}"
             )
+        _refuse_second_mask(self._handed_out)
+        self._handed_out = True
         return self.mask
 
     def take(self, use: MaskedUse) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +113,14 @@ class MaskStock:
         self.uses[self._next] = (use, None, None)  # never used twice
         self._next += 1
         return b, c
+
+
+def _refuse_second_mask(already: bool) -> None:
+    if already:
+        raise ProtocolError(
+            "the data mask was already used: masking a second matrix with it would open the "
+            "difference of the two"
+        )
 
 
 @np.errstate(over="ignore")
@@ -134,6 +146,7 @@ class OnDemandMasks:
         self._mask: np.ndarray | None = None
         self._shares: tuple[np.ndarray, np.ndarray] | None = None
         self._made: list[tuple[MaskedUse, tuple]] = []
+        self._handed_out: set[int] = set()
         self.uses: list[MaskedUse] = []
 
     def view(self, party: int) -> _MaskView:
@@ -149,6 +162,8 @@ class OnDemandMasks:
                 self._shares = (first, self._mask - first)
             if self._mask.shape != tuple(shape):
                 raise ProtocolError(f"the data mask is {self._mask.shape}, not {tuple(shape)}")
+            _refuse_second_mask(party in self._handed_out)
+            self._handed_out.add(party)
             return self._shares[party]
 
     def _take(self, party: int, index: int, use: MaskedUse) -> tuple[np.ndarray, np.ndarray]:

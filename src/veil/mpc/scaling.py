@@ -41,7 +41,8 @@ def standardize(protocol: ArithmeticProtocol, split: str, num_rows: int, data):
     scale = np.maximum(deviation, STD_FLOOR)
 
     def scaled(values: np.ndarray) -> np.ndarray:
-        return ((np.asarray(values, np.float64) - mean) / scale).astype(values.dtype)
+        dtype = np.result_type(values.dtype, np.float32)  # integer features become floats
+        return ((np.asarray(values, np.float64) - mean) / scale).astype(dtype)
 
     return replace(data, x_train=scaled(data.x_train), x_test=scaled(data.x_test))
 

@@ -94,8 +94,8 @@ class SharedTensor:
         taken = self.map_shares(lambda s: s[index])
         mask = self.mask
         if mask is not None and mask.rows is None and _is_row_list(index):
-            rows = tuple(int(i) for i in index)
-            taken.mask = DataMaskView(mask.opened[index], mask.share[index], rows)
+            rows = np.arange(self.shape[0])[index]  # negative indices made positive
+            taken.mask = DataMaskView(mask.opened[rows], mask.share[rows], tuple(rows.tolist()))
         return taken
 
     @property
@@ -194,10 +194,12 @@ class SharedTensor:
 
 
 def _is_row_list(index: Any) -> bool:
-    """Whether ``index`` picks whole rows by a list or 1-d array of integers."""
-    if isinstance(index, np.ndarray):
-        return index.ndim == 1 and np.issubdtype(index.dtype, np.integer)
-    return isinstance(index, list) and all(isinstance(i, int | np.integer) for i in index)
+    """Whether ``index`` picks whole rows by a list or 1-d array of integers (not booleans,
+    which numpy reads as a mask)."""
+    if not isinstance(index, list | np.ndarray):
+        return False
+    array = np.asarray(index)
+    return array.ndim == 1 and array.size > 0 and np.issubdtype(array.dtype, np.integer)
 
 
 def _same_scale(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
