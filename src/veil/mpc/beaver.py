@@ -205,8 +205,7 @@ def beaver_product(
     theirs = party.exchange({peer: masked}, {peer: (masked.shape, np.uint64)})[peer]
     opened = masked + theirs
     e, f = opened[: x.size].reshape(x.shape), opened[x.size :].reshape(y.shape)
-    z = c + product(kind, e, b) + product(kind, a, f)
-    return z + product(kind, e, f) if party.index == 0 else z
+    return _share_of_product(party.index, kind, (a, b, c), e, f)
 
 
 @np.errstate(over="ignore")
@@ -218,5 +217,14 @@ def masked_product(
     (B, C = M_b @ B) from the dealer: only F = y − B is opened, in one round."""
     mine = y - b
     f = mine + party.exchange({peer: mine}, {peer: (mine.shape, np.uint64)})[peer]
-    z = c + np.matmul(mask.opened, b) + np.matmul(mask.share, f)
-    return z + np.matmul(mask.opened, f) if party.index == 0 else z
+    return _share_of_product(party.index, "matmul", (mask.share, b, c), mask.opened, f)
+
+
+def _share_of_product(
+    index: int, kind: str, triple: Triple, e: np.ndarray, f: np.ndarray
+) -> np.ndarray:
+    """Party ``index``'s share of x·y from its triple shares (A, B, C) and the opened
+    E = x − A, F = y − B: C + E·B + A·F, and E·F at party 0 only."""
+    a, b, c = triple
+    z = c + product(kind, e, b) + product(kind, a, f)
+    return z + product(kind, e, f) if index == 0 else z
